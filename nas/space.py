@@ -1,0 +1,247 @@
+"""The SearchSpace interface and the registry of spaces (spaces plug in through the ``nas.spaces`` entry point)."""
+
+from __future__ import annotations
+
+import math
+import random
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from functools import cache
+from importlib.metadata import entry_points
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from nas.arch import Architecture
+from nas.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from nas.supernet import Supernet
+
+
+class MacroBase(BaseModel):
+    """Macro settings every space accepts: what the dataset dictates. Spaces subclass it with their own fields."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    num_classes: int = Field(10, ge=1, le=100_000)
+    in_channels: int = Field(3, ge=1, le=64)
+
+
+class OptionsBase(BaseModel):
+    """Options that change the space itself (which ops exist, ...). Spaces subclass it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Preset(BaseModel):
+    """A published architecture with the macro settings it was published with."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    arch: Architecture
+    macro: dict[str, Any]
+    input_size: int
+    description: str = ""
+    reference: str = ""
+
+
+@dataclass(frozen=True)
+class BlockInfo:
+    """One independently trainable block of a block-wise space (HyTra): its index and candidate paths."""
+
+    index: int
+    name: str
+    candidates: list[Any] = field(default_factory=list)
+
+
+def parse_model(model: type[BaseModel], data: Any, where: str) -> Any:
+    """Validate ``data`` with a pydantic model, turning the first error into an InvalidInput naming the field."""
+    if isinstance(data, model):
+        return data
+    try:
+        return model.model_validate(data or {})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        raise InvalidInput(f"{where}.{loc}" if loc else where, err["msg"]) from exc
+
+
+class SearchSpace(ABC):
+    """A family of architectures, with the operations a search needs.
+
+    Spaces are configured by ``Options`` (what is in the space) and build networks from an Architecture and a
+    ``Macro`` (how big and for which data). Block-wise spaces override :meth:`blocks`; multi-task spaces list their
+    task heads in ``tasks``.
+    """
+
+    name: ClassVar[str]
+    version: ClassVar[str]
+    Options: ClassVar[type[OptionsBase]] = OptionsBase
+    Macro: ClassVar[type[MacroBase]] = MacroBase
+    tasks: ClassVar[tuple[str, ...]] = ("classification",)
+    supports_differentiable: ClassVar[bool] = False
+
+    def __init__(self, **options: Any) -> None:
+        self.options = parse_model(self.Options, options, "space.options")
+
+    # --- architectures -------------------------------------------------------------------------------------
+    @abstractmethod
+    def sample(self, rng: random.Random) -> Architecture:
+        """A uniformly random architecture."""
+
+    @abstractmethod
+    def mutate(self, arch: Architecture, rng: random.Random, rate: float = 0.1) -> Architecture:
+        """A copy of ``arch`` with each choice resampled with probability ``rate`` (at least one changes)."""
+
+    @abstractmethod
+    def crossover(self, a: Architecture, b: Architecture, rng: random.Random) -> Architecture:
+        """A child taking each choice from ``a`` or ``b``; always valid."""
+
+    @abstractmethod
+    def validate(self, arch: Architecture) -> None:
+        """Raise InvalidInput naming the first bad field of ``arch``."""
+
+    @abstractmethod
+    def log10_size(self) -> float:
+        """log10 of the number of distinct architectures."""
+
+    @abstractmethod
+    def choices_schema(self) -> dict[str, Any]:
+        """JSON schema of ``Architecture.choices`` for this space."""
+
+    def make(self, choices: dict[str, Any]) -> Architecture:
+        """Wrap and validate choices as an Architecture of this space."""
+        arch = Architecture(space=self.name, version=self.version, choices=choices)
+        self.validate(arch)
+        return arch
+
+    def check_space(self, arch: Architecture) -> None:
+        """The checks every space's ``validate`` starts with."""
+        if arch.space != self.name:
+            raise InvalidInput("architecture.space", f"is {arch.space!r}, expected {self.name!r}")
+        if arch.version != self.version:
+            raise InvalidInput("architecture.version", f"is {arch.version!r}, this space is {self.version!r}")
+
+    # --- networks ------------------------------------------------------------------------------------------
+    def macro(self, macro: Any = None, **overrides: Any) -> MacroBase:
+        data = dict(macro.model_dump() if isinstance(macro, BaseModel) else (macro or {}))
+        data.update(overrides)
+        return parse_model(self.Macro, data, "macro")
+
+    @abstractmethod
+    def build(self, arch: Architecture, macro: Any = None) -> nn.Module:
+        """A standalone network for ``arch``; its forward maps images (N, C, H, W) to logits (N, num_classes)."""
+
+    @abstractmethod
+    def supernet(self, macro: Any = None, mode: str = "single_path") -> Supernet:
+        """The weight-sharing supernet. ``mode`` is 'single_path' or, where supported, 'differentiable'."""
+
+    def blocks(self) -> list[BlockInfo] | None:
+        """The independently trainable blocks of a block-wise space; None for other spaces."""
+        return None
+
+    def standalone_modules(self) -> list[ModuleType]:
+        """Modules (torch-only imports) whose source, concatenated, defines ``build_network(choices, macro)``.
+
+        Used by the exporter to write a Python file that rebuilds the network without this project.
+        """
+        return []
+
+    # --- presets -------------------------------------------------------------------------------------------
+    def presets(self) -> dict[str, Preset]:
+        return {}
+
+    def preset(self, name: str) -> Preset:
+        presets = self.presets()
+        if name not in presets:
+            allowed = ", ".join(sorted(presets)) or "none"
+            raise InvalidInput("preset", f"unknown preset {name!r} of space {self.name!r}; allowed: {allowed}")
+        return presets[name]
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "options": self.options.model_dump(mode="json"),
+            "options_schema": self.Options.model_json_schema(),
+            "macro_schema": self.Macro.model_json_schema(),
+            "choices_schema": self.choices_schema(),
+            "log10_size": round(self.log10_size(), 3),
+            "tasks": list(self.tasks),
+            "differentiable": self.supports_differentiable,
+            "block_wise": self.blocks() is not None,
+            "presets": {
+                name: {"description": p.description, "input_size": p.input_size, "reference": p.reference}
+                for name, p in self.presets().items()
+            },
+        }
+
+
+def log10_sum(terms: list[float]) -> float:
+    """log10 of a sum of numbers given as log10 values, without overflow."""
+    top = max(terms)
+    return top + math.log10(sum(10 ** (t - top) for t in terms))
+
+
+_extra_spaces: dict[str, type[SearchSpace]] = {}
+
+
+def register_space(cls: type[SearchSpace]) -> type[SearchSpace]:
+    """Register a space class at run time (entry points are the normal way)."""
+    _extra_spaces[cls.name] = cls
+    return cls
+
+
+@cache
+def _entry_point_spaces() -> dict[str, Any]:
+    return {ep.name: ep for ep in entry_points(group="nas.spaces")}
+
+
+def space_names() -> list[str]:
+    return sorted(set(_entry_point_spaces()) | set(_extra_spaces))
+
+
+def space_class(name: str) -> type[SearchSpace]:
+    if name in _extra_spaces:
+        return _extra_spaces[name]
+    eps = _entry_point_spaces()
+    if name not in eps:
+        raise InvalidInput("space", f"unknown space {name!r}; allowed: {', '.join(space_names()) or 'none'}")
+    cls = eps[name].load()
+    return cls  # type: ignore[no-any-return]
+
+
+def get_space(name: str, **options: Any) -> SearchSpace:
+    """The space registered as ``name``, configured with ``options``."""
+    return space_class(name)(**options)
+
+
+def resolve_arch_ref(ref: str) -> tuple[SearchSpace, Architecture, dict[str, Any], int | None]:
+    """Resolve 'SPACE:PRESET' or a path to an architecture JSON file to (space, arch, macro, input_size)."""
+    from pathlib import Path
+
+    path = Path(ref)
+    if ":" in ref and not path.exists():
+        space_name, _, preset_name = ref.partition(":")
+        space = get_space(space_name)
+        preset = space.preset(preset_name)
+        return space, preset.arch, dict(preset.macro), preset.input_size
+    if not path.exists():
+        raise InvalidInput("architecture", f"{ref!r} is neither SPACE:PRESET nor an existing JSON file")
+    import json
+
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidInput("architecture", f"{ref!r} is not a JSON file: {exc}") from exc
+    arch = Architecture.from_dict(data)
+    options = data.get("space_options", {}) if isinstance(data, dict) else {}
+    macro = data.get("macro", {}) if isinstance(data, dict) else {}
+    space = get_space(arch.space, **options)
+    space.validate(arch)
+    return space, arch, dict(macro), data.get("input_size") if isinstance(data, dict) else None

@@ -1,0 +1,144 @@
+"""The Strategy interface, the context a strategy runs in, and the strategy registry."""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from functools import cache
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from nas.arch import Architecture
+from nas.errors import InvalidInput, SearchCancelled
+from nas.objectives import is_feasible, metric_key
+from nas.space import MacroBase, SearchSpace, parse_model
+from nas.spec import Candidate, ConstraintSpec, SearchResult
+
+if TYPE_CHECKING:
+    import torch
+
+    from nas.checkpoint import CheckpointStore
+    from nas.data import DataSplits, DeviceLoader
+    from nas.events import Reporter
+
+
+class StrategyOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass
+class SearchContext:
+    """Everything a strategy may use. Strategies never touch files or the database except through this."""
+
+    space: SearchSpace
+    macro: MacroBase
+    data: DataSplits
+    device: torch.device
+    checkpoints: CheckpointStore
+    reporter: Reporter
+    objectives: list[str] = field(default_factory=lambda: ["accuracy"])
+    constraints: list[ConstraintSpec] = field(default_factory=list)
+    cancel: threading.Event = field(default_factory=threading.Event)
+    seed: int = 0
+    latency_input_size: int | None = None
+    _costs: dict[str, dict[str, float]] = field(default_factory=dict, repr=False)
+
+    def check_cancelled(self) -> None:
+        if self.cancel.is_set():
+            raise SearchCancelled("search cancelled")
+
+    @property
+    def cost_metrics(self) -> set[str]:
+        """The cost metrics the objectives and constraints need (params and macs always)."""
+        wanted = {"params", "macs"}
+        wanted |= {o for o in self.objectives if o != "accuracy"}
+        wanted |= {c.metric for c in self.constraints}
+        return wanted
+
+    def costs(self, arch: Architecture) -> dict[str, float]:
+        """params, macs and (when needed) latency_ms of the standalone network, cached per architecture."""
+        key = arch.hash
+        if key not in self._costs:
+            from nas.measure import measure_costs
+
+            model = self.space.build(arch, self.macro)
+            size = self.latency_input_size or self.data.image_size
+            self._costs[key] = measure_costs(
+                model,
+                (1, self.data.channels, size, size),
+                device=self.device,
+                latency="latency" in self.cost_metrics,
+            )
+        return dict(self._costs[key])
+
+    def feasible(self, metrics: dict[str, float]) -> bool:
+        return is_feasible(metrics, self.constraints)
+
+    def feasible_arch(self, arch: Architecture) -> bool:
+        """Cheap pre-check of the constraints from the costs alone (no training)."""
+        return not self.constraints or is_feasible(self.costs(arch), self.constraints)
+
+    def candidate(self, arch: Architecture, metrics: dict[str, float]) -> Candidate:
+        full = {**self.costs(arch), **metrics}
+        return Candidate(arch=arch, metrics=full, feasible=self.feasible(full))
+
+    def loader(self, split: str, batch_size: int, *, shuffle: bool, augment: bool, seed_offset: int = 0) -> DeviceLoader:
+        return self.data.loader(
+            split, batch_size, shuffle=shuffle, augment=augment, device=self.device, seed=self.seed + seed_offset
+        )
+
+    def objective_values(self, c: Candidate) -> list[float]:
+        return [c.metrics[metric_key(o)] for o in self.objectives]
+
+
+class Strategy(ABC):
+    """A search method. ``run`` must checkpoint its own state through ``ctx.checkpoints`` so that a second call with
+    the same context after an interruption resumes and ends with the same result."""
+
+    name: ClassVar[str]
+    Options: ClassVar[type[StrategyOptions]] = StrategyOptions
+    needs_differentiable: ClassVar[bool] = False
+
+    def __init__(self, options: Any = None) -> None:
+        self.options = parse_model(self.Options, options, "strategy.options")
+
+    @abstractmethod
+    def run(self, ctx: SearchContext) -> SearchResult:
+        """Search and return the evaluated candidates, best first in ``best``."""
+
+    def check_space(self, space: SearchSpace) -> None:
+        if self.needs_differentiable and not space.supports_differentiable:
+            raise InvalidInput("strategy.name", f"{self.name!r} needs a differentiable space; {space.name!r} is not")
+
+
+_extra: dict[str, type[Strategy]] = {}
+
+
+def register_strategy(cls: type[Strategy]) -> type[Strategy]:
+    _extra[cls.name] = cls
+    return cls
+
+
+@cache
+def _entry_points() -> dict[str, Any]:
+    return {ep.name: ep for ep in entry_points(group="nas.strategies")}
+
+
+def strategy_names() -> list[str]:
+    return sorted(set(_entry_points()) | set(_extra))
+
+
+def strategy_class(name: str) -> type[Strategy]:
+    if name in _extra:
+        return _extra[name]
+    eps = _entry_points()
+    if name not in eps:
+        raise InvalidInput("strategy.name", f"unknown strategy {name!r}; allowed: {', '.join(strategy_names())}")
+    return eps[name].load()  # type: ignore[no-any-return]
+
+
+def get_strategy(name: str, options: Any = None) -> Strategy:
+    return strategy_class(name)(options)

@@ -1,0 +1,106 @@
+"""Weight-sharing machinery: choice modules, path activation, differentiable mixing, BatchNorm recalibration."""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from nas.arch import Architecture
+
+
+class LayerChoice(nn.Module):
+    """Holds one module per candidate; forward runs the active one only.
+
+    Only the active candidate's parameters take part in the forward pass, so a single-path step costs what the
+    sampled subnet costs.
+    """
+
+    def __init__(self, candidates: Mapping[str, nn.Module]) -> None:
+        super().__init__()
+        if not candidates:
+            raise ValueError("LayerChoice needs at least one candidate")
+        self.candidates = nn.ModuleDict(dict(candidates))
+        self.active: str = next(iter(self.candidates))
+
+    def choose(self, key: str) -> None:
+        if key not in self.candidates:
+            raise KeyError(f"{key!r} is not a candidate ({', '.join(self.candidates)})")
+        self.active = key
+
+    def forward(self, *args: Tensor) -> Tensor:
+        return self.candidates[self.active](*args)  # type: ignore[no-any-return]
+
+
+class MixedOp(nn.Module):
+    """DARTS relaxation of a choice: a weighted sum of every candidate's output."""
+
+    def __init__(self, candidates: Mapping[str, nn.Module]) -> None:
+        super().__init__()
+        self.candidates = nn.ModuleDict(dict(candidates))
+
+    def forward(self, x: Tensor, weights: Tensor) -> Tensor:
+        out: Tensor | None = None
+        for w, op in zip(weights, self.candidates.values(), strict=True):
+            y = w * op(x)
+            out = y if out is None else out + y
+        assert out is not None
+        return out
+
+
+class Supernet(nn.Module):
+    """A network holding the weights of every architecture of a space.
+
+    Single-path supernets follow the path set by :meth:`set_active`. Differentiable supernets expose their
+    architecture logits through :meth:`arch_parameters` and turn them into an architecture with :meth:`derive`.
+    """
+
+    mode: str = "single_path"
+
+    @abstractmethod
+    def set_active(self, arch: Architecture) -> None:
+        """Route the forward pass through ``arch``'s choices."""
+
+    @abstractmethod
+    def extract(self, arch: Architecture) -> nn.Module:
+        """A standalone network for ``arch`` carrying the supernet's weights for that path.
+
+        Its output equals the supernet's with ``arch`` active (in eval mode).
+        """
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        return []
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        arch_ids = {id(p) for p in self.arch_parameters()}
+        return [p for p in self.parameters() if id(p) not in arch_ids]
+
+    def derive(self) -> Architecture:
+        raise NotImplementedError(f"{type(self).__name__} is not differentiable")
+
+
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, batches: Iterable[Tensor]) -> int:
+    """Re-estimate BatchNorm running statistics of ``model`` (for its current path) from ``batches``.
+
+    Running stats are reset and accumulated as a true average over the batches (momentum None). Returns the number
+    of batches used. The model is left in eval mode.
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [bn.momentum for bn in bns]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None
+    model.train()
+    count = 0
+    for x in batches:
+        model(x)
+        count += 1
+    for bn, momentum in zip(bns, saved, strict=True):
+        bn.momentum = momentum
+    model.eval()
+    return count
