@@ -37,7 +37,7 @@ def _as_python_state(value: Any) -> Any:
 
 
 class CheckpointStore:
-    """A folder of named checkpoints. Writes are atomic (temp file + rename); loads allow tensors and plain data only."""
+    """Named checkpoints in a folder: atomic writes (temp file + rename), loads of tensors and plain data only."""
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)

@@ -7,7 +7,7 @@ class NASError(Exception):
     """Base class of every error the engine raises on purpose."""
 
 
-class InvalidInput(NASError, ValueError):  # noqa: N818 - reads better at call sites
+class InvalidInput(NASError, ValueError):
     """Bad input from a user: a spec, an architecture, a dataset path, a budget.
 
     ``field`` is a dotted path to the offending value (``dataset.path``, ``normal.blocks[2].op1``).
@@ -19,7 +19,7 @@ class InvalidInput(NASError, ValueError):  # noqa: N818 - reads better at call s
         super().__init__(f"{field}: {message}")
 
 
-class SearchCancelled(NASError):  # noqa: N818
+class SearchCancelled(NASError):
     """Raised inside a strategy when the cancellation flag is set; the last checkpoint stays valid."""
 
 

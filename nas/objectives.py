@@ -50,9 +50,7 @@ def pareto_front(candidates: Sequence[Candidate], objectives: Sequence[str]) -> 
     pool = list(seen.values())
     vectors = [_vector(c, objectives) for c in pool]
     return [
-        c
-        for i, c in enumerate(pool)
-        if not any(dominates(vectors[j], vectors[i]) for j in range(len(pool)) if j != i)
+        c for i, c in enumerate(pool) if not any(dominates(vectors[j], vectors[i]) for j in range(len(pool)) if j != i)
     ]
 
 

@@ -44,7 +44,7 @@ def make_scheduler(
 ) -> torch.optim.lr_scheduler.LambdaLR:
     """Linear warm-up for ``warmup_epochs`` then cosine decay to zero, stepped every batch."""
     total = max(1, cfg.epochs * steps_per_epoch)
-    warmup = min(total - 1, int(round(cfg.warmup_epochs * steps_per_epoch)))
+    warmup = min(total - 1, round(cfg.warmup_epochs * steps_per_epoch))
 
     def factor(step: int) -> float:
         if warmup > 0 and step < warmup:
@@ -119,6 +119,7 @@ class Trainer:
         self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
         self.epoch = 0
         self.global_step = 0
+        self.total_steps = max(1, cfg.epochs * steps_per_epoch)
 
     def _loss(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor | None]:
         if self.loss_fn is not None:
@@ -132,15 +133,16 @@ class Trainer:
     def train_step(self, x: Tensor, y: Tensor) -> tuple[float, int]:
         if self.before_step is not None:
             self.before_step(self.global_step)
+        set_progress = getattr(self.model, "set_progress", None)
+        if callable(set_progress):  # ScheduledDropPath and similar schedules
+            set_progress(self.global_step / self.total_steps)
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         with autocast(self.amp, self.device):
             loss, logits = self._loss(x, y)
         loss.backward()
         if self.cfg.grad_clip is not None:
-            nn.utils.clip_grad_norm_(
-                [p for g in self.optimizer.param_groups for p in g["params"]], self.cfg.grad_clip
-            )
+            nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]], self.cfg.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
         self.global_step += 1

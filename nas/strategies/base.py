@@ -85,7 +85,9 @@ class SearchContext:
         full = {**self.costs(arch), **metrics}
         return Candidate(arch=arch, metrics=full, feasible=self.feasible(full))
 
-    def loader(self, split: str, batch_size: int, *, shuffle: bool, augment: bool, seed_offset: int = 0) -> DeviceLoader:
+    def loader(
+        self, split: str, batch_size: int, *, shuffle: bool, augment: bool, seed_offset: int = 0
+    ) -> DeviceLoader:
         return self.data.loader(
             split, batch_size, shuffle=shuffle, augment=augment, device=self.device, seed=self.seed + seed_offset
         )

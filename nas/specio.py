@@ -1,0 +1,53 @@
+"""Reading search specs from YAML or JSON files, with errors that name the offending field."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from nas.errors import InvalidInput
+from nas.spec import SearchSpec
+
+
+def _loc(err: dict[str, Any]) -> str:
+    return ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-after"))
+
+
+def parse_spec(data: Any) -> SearchSpec:
+    if not isinstance(data, dict):
+        raise InvalidInput("spec", "must be a mapping with at least 'space' and 'dataset'")
+    try:
+        return SearchSpec.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field"
+        return _raise(_loc(err) or "spec", msg)
+
+
+def _raise(field: str, msg: str) -> SearchSpec:
+    raise InvalidInput(field, msg)
+
+
+def load_spec(path: str | Path) -> SearchSpec:
+    """Read a spec file (.yaml, .yml or .json)."""
+    p = Path(path)
+    if not p.is_file():
+        raise InvalidInput("spec", f"file {str(p)!r} does not exist")
+    try:
+        text = p.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInput("spec", f"cannot read {str(p)!r}: {exc}") from exc
+    try:
+        data = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InvalidInput(
+            "spec", f"{p.name} is not valid {'JSON' if p.suffix == '.json' else 'YAML'}: {first}"
+        ) from exc
+    return parse_spec(data)
