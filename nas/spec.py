@@ -37,9 +37,9 @@ class DatasetSpec(Strict):
     @model_validator(mode="after")
     def _path_rules(self) -> DatasetSpec:
         if self.name in PATH_DATASETS and not self.path:
-            raise ValueError(f"dataset {self.name!r} needs 'path' (a local folder or file)")
+            raise ValueError(f"path: dataset {self.name!r} needs 'path' (a local folder or file)")
         if self.name not in PATH_DATASETS and self.path:
-            raise ValueError(f"dataset {self.name!r} is built in and takes no 'path'")
+            raise ValueError(f"path: dataset {self.name!r} is built in and takes no 'path'")
         return self
 
 
@@ -103,7 +103,7 @@ class SearchSpec(Strict):
     @model_validator(mode="after")
     def _objectives_unique(self) -> SearchSpec:
         if len(set(self.objectives)) != len(self.objectives):
-            raise ValueError("objectives must not repeat")
+            raise ValueError("objectives: must not repeat")
         return self
 
 

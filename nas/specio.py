@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +25,12 @@ def parse_spec(data: Any) -> SearchSpec:
         return SearchSpec.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
-        msg = err["msg"].removeprefix("Value error, ")
+        loc, msg = _loc(err), err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown field"
-        return _raise(_loc(err) or "spec", msg)
+        elif (m := re.match(r"^(\w+): (.*)$", msg)) and err["type"] == "value_error":
+            loc, msg = ".".join(p for p in (loc, m.group(1)) if p), m.group(2)  # model validators name their field
+        return _raise(loc or "spec", msg)
 
 
 def _raise(field: str, msg: str) -> SearchSpec:
