@@ -228,13 +228,14 @@ def export_cmd(
         macro = meta["macro"]
         size = input_size or meta.get("input_size") or 32
         metrics = meta.get("metrics")
+        preprocessing = meta.get("preprocessing")
     else:
         space, arch, macro_data, preset_size = resolve_arch_ref(ref)
         model_macro = space.macro(macro_data)
         model = space.build(arch, model_macro)
         macro = model_macro.model_dump(mode="json")
         size = input_size or preset_size or 32
-        metrics = None
+        metrics = preprocessing = None
         err.print("[yellow]note:[/yellow] exporting an untrained network (random weights)")
     files = export_model(
         model.eval(),
@@ -246,6 +247,7 @@ def export_cmd(
         formats=formats or list(ALL_EXPORTS),
         metrics=metrics,
         space_options=space.options.model_dump(mode="json"),
+        preprocessing=preprocessing,
     )
     for fmt, name in files.items():
         out.print(f"{fmt:12s} {output / name}")

@@ -1,0 +1,164 @@
+"""The dataset registry: names, descriptions and ``load_dataset``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, get_args
+
+from nas.data.base import DataSplits
+from nas.data.paths import PathGuard
+from nas.errors import InvalidInput
+from nas.spec import DatasetName, DatasetSpec
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    description: str
+    needs_path: bool
+    num_classes: int | None  # None: read from the data
+    image_size: int | None  # default size; None: the data's own size
+    channels: int | None
+    layout: str = ""
+
+
+def _digits(spec: DatasetSpec, guard: PathGuard) -> DataSplits:
+    from nas.data.digits import load_digits_dataset
+
+    return load_digits_dataset(spec)
+
+
+def _shapes(spec: DatasetSpec, guard: PathGuard) -> DataSplits:
+    from nas.data.shapes import load_shapes_dataset
+
+    return load_shapes_dataset(spec)
+
+
+def _cifar(spec: DatasetSpec, guard: PathGuard) -> DataSplits:
+    from nas.data.cifar import load_cifar_dataset
+
+    return load_cifar_dataset(spec, guard)
+
+
+def _imagefolder(spec: DatasetSpec, guard: PathGuard) -> DataSplits:
+    from nas.data.imagefolder import load_imagefolder_dataset
+
+    return load_imagefolder_dataset(spec, guard)
+
+
+def _npz(spec: DatasetSpec, guard: PathGuard) -> DataSplits:
+    from nas.data.npz import load_npz_dataset
+
+    return load_npz_dataset(spec, guard)
+
+
+Loader = Callable[[DatasetSpec, PathGuard], DataSplits]
+
+_DATASETS: dict[str, tuple[DatasetInfo, Loader]] = {
+    "digits": (
+        DatasetInfo(
+            "digits",
+            "scikit-learn's bundled handwritten digits: 1797 grey 8x8 images upscaled, fixed 20% test set",
+            False,
+            10,
+            16,
+            1,
+        ),
+        _digits,
+    ),
+    "shapes": (
+        DatasetInfo(
+            "shapes",
+            "procedural RGB shapes on textured backgrounds (label: kind of the largest shape; masks and boxes too)",
+            False,
+            6,
+            32,
+            3,
+        ),
+        _shapes,
+    ),
+    "cifar10": (
+        DatasetInfo(
+            "cifar10",
+            "CIFAR-10 from a local copy of the python-version batches",
+            True,
+            10,
+            32,
+            3,
+            "cifar-10-batches-py/ (data_batch_1..5, test_batch, batches.meta) or its parent",
+        ),
+        _cifar,
+    ),
+    "cifar100": (
+        DatasetInfo(
+            "cifar100",
+            "CIFAR-100 (fine labels) from a local copy of the python-version files",
+            True,
+            100,
+            32,
+            3,
+            "cifar-100-python/ (train, test, meta) or its parent",
+        ),
+        _cifar,
+    ),
+    "imagefolder": (
+        DatasetInfo(
+            "imagefolder",
+            "images in class folders, read with Pillow, converted to RGB",
+            True,
+            None,
+            32,
+            3,
+            "path/train/<class>/*.png|jpg (optional path/val/, path/test/) or path/<class>/*.png|jpg",
+        ),
+        _imagefolder,
+    ),
+    "npz": (
+        DatasetInfo(
+            "npz",
+            "arrays from a .npz file (x_train, y_train, optional x_val/y_val, x_test/y_test), no pickle",
+            True,
+            None,
+            None,
+            None,
+            "a .npz file; images NHWC/NCHW uint8 or float in [0, 1]",
+        ),
+        _npz,
+    ),
+}
+
+assert set(_DATASETS) == set(get_args(DatasetName)), "the registry must cover DatasetSpec.name"
+
+
+def dataset_names() -> list[str]:
+    return sorted(_DATASETS)
+
+
+def describe_datasets() -> list[dict[str, Any]]:
+    """One plain dict per dataset (for ``nas datasets`` and the API)."""
+    return [
+        {
+            "name": info.name,
+            "needs_path": info.needs_path,
+            "description": info.description,
+            "num_classes": info.num_classes,
+            "image_size": info.image_size,
+            "channels": info.channels,
+            "layout": info.layout,
+        }
+        for info, _ in (_DATASETS[n] for n in dataset_names())
+    ]
+
+
+def load_dataset(spec: DatasetSpec, *, roots: Sequence[str | os.PathLike[str]] | None = None) -> DataSplits:
+    """Load the dataset ``spec`` names, from built-in data or from ``spec.path``.
+
+    With ``roots``, the real path (symlinks and ``..`` resolved) of the dataset and of every file read must lie
+    inside one of them; the server uses this to keep users to their dataset folders.
+    """
+    if spec.name not in _DATASETS:
+        raise InvalidInput("dataset.name", f"unknown dataset {spec.name!r}; allowed: {', '.join(dataset_names())}")
+    _, loader = _DATASETS[spec.name]
+    return loader(spec, PathGuard(roots))
