@@ -12,7 +12,7 @@ import tests.toy_space  # noqa: F401  (registers the 'toyconv' space)
 
 @pytest.fixture(autouse=True)
 def _small_torch() -> None:
-    torch.set_num_threads(min(2, torch.get_num_threads()))
+    torch.set_num_threads(1)  # tiny tensors: threads only add overhead, and CI has 2 shared cores
 
 
 def tiny_splits(n_train: int = 96, n_val: int = 48, n_test: int = 48, size: int = 8, classes: int = 3, seed: int = 0):
