@@ -156,9 +156,7 @@ def search(
     spec_file: Annotated[Path, typer.Argument(help="search spec (YAML or JSON)", metavar="SPEC")],
     local: Annotated[bool, typer.Option("--local", help="run in this process, with no server")] = False,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="run folder (default runs/NAME-HASH)")] = None,
-    resume: Annotated[
-        bool, typer.Option("--resume", help="continue an interrupted search")
-    ] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="continue an interrupted search")] = False,
     device: Annotated[str | None, typer.Option(help="override the spec's device: auto, cpu or cuda")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress display")] = False,
 ) -> None:

@@ -154,6 +154,9 @@ def _write_onnx(model: nn.Module, x: Tensor, path: Path) -> dict[str, Any]:
 
     example = _onnx_example(x)
     info: dict[str, Any]
+    onnx_log = logging.getLogger("torch.onnx")
+    level = onnx_log.level
+    onnx_log.setLevel(logging.ERROR)  # it warns that torchvision's ops are not registered: irrelevant here
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
@@ -184,6 +187,8 @@ def _write_onnx(model: nn.Module, x: Tensor, path: Path) -> dict[str, Any]:
                 dynamo=False,
             )
             info = {"exporter": "torchscript", "opset": ONNX_LEGACY_OPSET}
+        finally:
+            onnx_log.setLevel(level)
     try:
         onnx.checker.check_model(str(path))
     except onnx.checker.ValidationError as exc:

@@ -102,8 +102,9 @@ def summary_table(result: RunResult, top: int = 10) -> Table:
 
 def final_table(result: RunResult) -> Table:
     table = Table(title="retrained from scratch")
-    for col in ("arch", "test acc", "val acc", "params", "MACs", "exported to"):
+    for col in ("arch", "test acc", "val acc", "params", "MACs"):
         table.add_column(col)
+    table.add_column("exported to", overflow="fold")
     for f in result.final:
         table.add_row(
             f.arch.hash,
