@@ -75,7 +75,7 @@ def strategies(as_json: Annotated[bool, typer.Option("--json")] = False) -> None
     from nas.strategies.base import strategy_class, strategy_names
 
     infos = [
-        {"name": n, "doc": (strategy_class(n).__doc__ or "").strip().splitlines()[0],
+        {"name": n, "doc": _first_line(strategy_class(n).__doc__ or sys.modules[strategy_class(n).__module__].__doc__),
          "options": strategy_class(n).Options.model_json_schema()}
         for n in strategy_names()
     ]  # fmt: skip
@@ -84,6 +84,11 @@ def strategies(as_json: Annotated[bool, typer.Option("--json")] = False) -> None
         return
     for info in infos:
         out.print(f"[bold]{info['name']}[/bold]: {info['doc']}")
+
+
+def _first_line(doc: str | None) -> str:
+    lines = (doc or "").strip().splitlines()
+    return lines[0] if lines else ""
 
 
 @app.command()

@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch.utils.flop_counter import FlopCounterMode
 
+from nas.errors import InvalidInput
 from nas.supernet import Supernet
 from searchspaces.nasnet import NASNetSpace
 from searchspaces.nasnet.supernet import NASNetSupernet
@@ -145,7 +146,8 @@ def test_only_the_active_path_runs() -> None:
 def test_supernet_interface() -> None:
     net = supernet("darts")
     assert isinstance(net, Supernet) and net.mode == "single_path"
-    assert not SPACE.supports_differentiable
-    with pytest.raises(NotImplementedError):
-        SPACE.supernet(MACROS["darts"], mode="differentiable")
+    assert SPACE.supports_differentiable
+    assert SPACE.supernet(MACROS["darts"], mode="differentiable").mode == "differentiable"
+    with pytest.raises(InvalidInput):
+        SPACE.supernet(MACROS["darts"], mode="sideways")
     net.set_progress(0.5)

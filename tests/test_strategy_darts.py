@@ -22,15 +22,10 @@ OPS = ["skip_connect", "sep_conv_3x3", "max_pool_3x3"]
 MACRO = {"layers": 3, "channels": 4, "image_size": 8}
 
 
-class DiffNASNet(NASNetSpace):
-    """The NASNet space with its DARTS supernet wired in (until NASNetSpace.supernet does it itself)."""
+class NoDiffNASNet(NASNetSpace):
+    """A space without a differentiable supernet."""
 
-    supports_differentiable = True
-
-    def supernet(self, macro: Any = None, mode: str = "single_path") -> Any:
-        if mode == "differentiable":
-            return DartsSupernet(self, self.macro(macro))
-        return super().supernet(macro, mode)
+    supports_differentiable = False
 
 
 def tiny_supernet(**kw: Any) -> DartsSupernet:
@@ -40,7 +35,7 @@ def tiny_supernet(**kw: Any) -> DartsSupernet:
 
 def darts_ctx(folder: Path, **kw: Any) -> Any:
     """A context on little data whose candidates are measured with a small DARTS macro."""
-    kw.setdefault("space", DiffNASNet(ops=OPS))
+    kw.setdefault("space", NASNetSpace(ops=OPS))
     return make_ctx(folder, data=toy_data(n_train=32, n_val=16), macro={"kind": "darts", **MACRO}, **kw)
 
 
@@ -142,7 +137,7 @@ def test_options_name_bad_fields() -> None:
 
 def test_refuses_a_space_without_differentiable_supernet(tmp_path: Path) -> None:
     with pytest.raises(InvalidInput) as err:
-        DARTSStrategy(darts_opts()).run(darts_ctx(tmp_path, space=NASNetSpace(ops=OPS)))
+        DARTSStrategy(darts_opts()).run(darts_ctx(tmp_path, space=NoDiffNASNet(ops=OPS)))
     assert err.value.field == "strategy.name"
 
 
@@ -158,7 +153,7 @@ def test_training_data_split_is_disjoint_and_seeded() -> None:
 
 def test_one_epoch_updates_alphas_and_returns_a_valid_genotype(tmp_path: Path) -> None:
     reporter = ListReporter()
-    space = DiffNASNet(ops=OPS)
+    space = NASNetSpace(ops=OPS)
     ctx = darts_ctx(tmp_path, space=space, reporter=reporter)
     result = DARTSStrategy(darts_opts()).run(ctx)
     best = result.best[0]
