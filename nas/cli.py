@@ -130,7 +130,7 @@ def info(
     space, arch, macro_data, preset_size = resolve_arch_ref(ref)
     if num_classes is not None:
         macro_data["num_classes"] = num_classes
-    macro = space.macro(macro_data)
+    macro = space.macro(macro_data).for_inference()
     size = input_size or preset_size or 32
     model = space.build(arch, macro)
     dev = resolve_device(device)

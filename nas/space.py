@@ -30,6 +30,10 @@ class MacroBase(BaseModel):
     num_classes: int = Field(10, ge=1, le=100_000)
     in_channels: int = Field(3, ge=1, le=64)
 
+    def for_inference(self) -> MacroBase:
+        """The macro of the deployed network (e.g. without training-only heads); params are reported for it."""
+        return self
+
 
 class OptionsBase(BaseModel):
     """Options that change the space itself (which ops exist, ...). Spaces subclass it."""

@@ -89,3 +89,11 @@ def test_listing_commands() -> None:
     assert {"spos", "random"} <= {s["name"] for s in json.loads(result.stdout)}
     result = runner.invoke(app, ["datasets", "--json"])
     assert "digits" in {d["name"] for d in json.loads(result.stdout)}
+
+
+def test_info_of_a_nasnet_preset_matches_published_size() -> None:
+    result = runner.invoke(app, ["info", "nasnet:nasnet-a-cifar", "--json", "--no-latency"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert abs(data["params"] - 3.3e6) / 3.3e6 < 0.02  # Zoph et al. 2018, Table 1: 3.3M
+    assert data["input_size"] == 32 and isinstance(data["macs"], int)

@@ -83,6 +83,10 @@ class NASNetMacro(MacroBase):
             raise ValueError("must be at least 8 with the ImageNet stem (its stem cells use F/4 >= 2 filters)")
         return f
 
+    def for_inference(self) -> NASNetMacro:
+        """Without the auxiliary head, which only serves training (the papers count params without it)."""
+        return self.model_copy(update={"aux_head": False})
+
 
 class NASNetSpace(SearchSpace):
     """NASNet cell space: a normal and a reduction cell of 5 blocks each (see docs/nasnet.md)."""
