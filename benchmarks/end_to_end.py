@@ -40,7 +40,7 @@ def main() -> None:
         "test_accuracy": final["metrics"]["test_accuracy"],
         "params": final["metrics"]["params"],
         "macs": final["metrics"]["macs"],
-        "arch_hash": result["search"]["best"][0]["arch"] and final["directory"].rsplit("-", 1)[-1],
+        "arch_dir": final["directory"].rsplit("/", 1)[-1],
     }
     print(json.dumps(summary, indent=2))
     if args.json:
