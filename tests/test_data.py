@@ -6,7 +6,6 @@ import dataclasses
 import os
 import pickle
 import struct
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, get_args
 
@@ -24,15 +23,6 @@ from nas.data.shapes import KINDS, generate
 from nas.data.splitting import stratified_split
 from nas.errors import InvalidInput
 from nas.spec import DatasetName, DatasetSpec
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """These tensors are small: one thread avoids thread hand-off costs on a busy shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -14,16 +13,6 @@ from torch import nn
 from nas.ops import FactorizedReduce, ScheduledDropPath
 from searchspaces.nasnet import NASNetSpace
 from searchspaces.nasnet.cells import Cell
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny tensors: one intra-op thread is faster, and much faster on a loaded machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 SPACE = NASNetSpace()
 seeds = st.integers(min_value=0, max_value=2**32 - 1)

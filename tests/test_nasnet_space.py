@@ -5,11 +5,9 @@ from __future__ import annotations
 import copy
 import math
 import random
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -18,16 +16,6 @@ from nas.errors import InvalidInput
 from nas.space import get_space
 from searchspaces.nasnet import NASNetSpace
 from searchspaces.nasnet.genotype import OP_NAMES, from_tf, live_blocks, nasnet_a, pnasnet_5, unused_states
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny tensors: one intra-op thread is faster, and much faster on a loaded machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 SPACE = NASNetSpace()
 seeds = st.integers(min_value=0, max_value=2**32 - 1)

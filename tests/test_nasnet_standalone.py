@@ -7,23 +7,12 @@ import inspect
 import random
 import sys
 import types
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import torch
 
 from searchspaces.nasnet import NASNetSpace
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny tensors: one intra-op thread is faster, and much faster on a loaded machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 PROJECT_IMPORTS = ("from nas", "from searchspaces", "import nas", "import searchspaces")
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -16,16 +15,6 @@ from nas.errors import InvalidInput
 from nas.supernet import Supernet
 from searchspaces.nasnet import NASNetSpace
 from searchspaces.nasnet.supernet import NASNetSupernet
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny tensors: one intra-op thread is faster, and much faster on a loaded machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 SPACE = NASNetSpace()
 # the nasnet-macro supernet uses the ops of the NASNet-A/DARTS-V2 cells plus one of each other family (fewer

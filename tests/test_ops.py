@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 from torch import nn
@@ -23,15 +21,6 @@ from nas.ops import (
     scheduled_keep_prob,
 )
 from searchspaces.nasnet.ops import OPS, OpConfig, make_op
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny tensors: one intra-op thread is faster, and much faster on a loaded machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_drop_path_is_identity_in_eval_and_at_keep_one() -> None:
