@@ -263,7 +263,7 @@ def _costs(space: SearchSpace, cand: Candidate, macro: MacroBase, ctx: SearchCon
 
     size = ctx.latency_input_size or ctx.data.image_size
     return measure_costs(
-        space.build(cand.arch, macro),
+        space.build(cand.arch, macro.for_inference()),
         (1, ctx.data.channels, size, size),
         device=ctx.device,
         latency="latency" in ctx.cost_metrics,

@@ -64,7 +64,7 @@ class SearchContext:
         if key not in self._costs:
             from nas.measure import measure_costs
 
-            model = self.space.build(arch, self.macro)
+            model = self.space.build(arch, self.macro.for_inference())
             size = self.latency_input_size or self.data.image_size
             self._costs[key] = measure_costs(
                 model,
