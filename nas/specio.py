@@ -30,11 +30,7 @@ def parse_spec(data: Any) -> SearchSpec:
             msg = "unknown field"
         elif (m := re.match(r"^(\w+): (.*)$", msg)) and err["type"] == "value_error":
             loc, msg = ".".join(p for p in (loc, m.group(1)) if p), m.group(2)  # model validators name their field
-        return _raise(loc or "spec", msg)
-
-
-def _raise(field: str, msg: str) -> SearchSpec:
-    raise InvalidInput(field, msg)
+        raise InvalidInput(loc or "spec", msg) from exc
 
 
 def load_spec(path: str | Path) -> SearchSpec:

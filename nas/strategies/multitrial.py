@@ -43,6 +43,7 @@ from nas.strategies.trial import (
     ReportFn,
     build_result,
     check_trial_train,
+    short_train,
     stored_candidate,
     train_candidate,
     trial_seed,
@@ -59,14 +60,10 @@ STUDY_FILE = "optuna.db"
 SAMPLER_SALT = 104_729  # keeps the sampler's seeds apart from the training seeds
 
 
-def _short_train() -> TrainSpec:
-    return TrainSpec(epochs=3)
-
-
 class OptunaOptions(StrategyOptions):
     trials: int = Field(20, ge=1, le=100_000, description="trials to run (infeasible ones count, untrained)")
     train: TrainSpec = Field(
-        default_factory=_short_train, description="how each trial trains; train.epochs is the per-trial budget"
+        default_factory=short_train, description="how each trial trains; train.epochs is the per-trial budget"
     )
     sampler: Literal["auto", "tpe", "nsga2", "random"] = Field(
         "auto", description="auto: TPE for one objective, NSGA-II for several"

@@ -16,6 +16,7 @@ from nas.strategies.trial import (
     build_result,
     check_trial_train,
     python_rng_state,
+    short_train,
     stored_candidate,
     train_candidate,
     trial_seed,
@@ -27,14 +28,10 @@ PHASE = "random"
 CHECKPOINT = "random_search"
 
 
-def _short_train() -> TrainSpec:
-    return TrainSpec(epochs=3)
-
-
 class RandomOptions(StrategyOptions):
     trials: int = Field(20, ge=1, le=100_000, description="architectures to train (infeasible ones are skipped)")
     train: TrainSpec = Field(
-        default_factory=_short_train, description="how each trial trains; train.epochs is the per-trial budget"
+        default_factory=short_train, description="how each trial trains; train.epochs is the per-trial budget"
     )
     max_skips: int = Field(
         1000, ge=0, le=1_000_000, description="stop early after this many skipped (infeasible or repeated) samples"

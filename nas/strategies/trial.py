@@ -23,6 +23,11 @@ log = logging.getLogger(__name__)
 ReportFn = Callable[[int, float], bool]
 
 
+def short_train() -> TrainSpec:
+    """The default per-trial training of the multi-trial strategies."""
+    return TrainSpec(epochs=3)
+
+
 def trial_seed(base: int, index: int) -> int:
     """The seed of trial ``index`` of a search seeded with ``base`` (independent of the order trials run in)."""
     return (base * 1_000_003 + 7919 * (index + 1)) % (2**31 - 1)

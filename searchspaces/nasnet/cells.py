@@ -76,6 +76,22 @@ def make_concat_reduce(spec: CellSpec, state: int) -> nn.Module | None:
     return None
 
 
+def make_concat_reducers(spec: CellSpec, states: list[int]) -> nn.ModuleDict:
+    """The reductions of those ``states`` whose shape differs from the cell's output, keyed by state."""
+    reducers = nn.ModuleDict()
+    for j in states:
+        module = make_concat_reduce(spec, j)
+        if module is not None:
+            reducers[str(j)] = module
+    return reducers
+
+
+def make_drop_path(spec: CellSpec) -> ScheduledDropPath | None:
+    if spec.drop_path_keep >= 1.0:
+        return None
+    return ScheduledDropPath(spec.drop_path_keep, spec.index, spec.total_cells, spec.drop_path_layer_scaled)
+
+
 def op_stride(spec: CellSpec, state: int) -> int:
     """Stride of an op reading ``state``: 2 in a reduction cell for the two cell inputs, else 1."""
     return 2 if spec.reduction and state < NUM_INPUTS else 1
@@ -117,16 +133,8 @@ class Cell(nn.Module):
                 self.ops[f"{b}_{s}"] = op
                 drops.append(applies_drop_path(spec, name, op))
             self._blocks.append((b, int(i1), int(i2), drops[0], drops[1]))
-        self.concat_reduce = nn.ModuleDict()
-        for j in self.concat:
-            module = make_concat_reduce(spec, j)
-            if module is not None:
-                self.concat_reduce[str(j)] = module
-        self.drop_path: ScheduledDropPath | None = None
-        if spec.drop_path_keep < 1.0:
-            self.drop_path = ScheduledDropPath(
-                spec.drop_path_keep, spec.index, spec.total_cells, spec.drop_path_layer_scaled
-            )
+        self.concat_reduce = make_concat_reducers(spec, self.concat)
+        self.drop_path = make_drop_path(spec)
         self.out_channels = len(self.concat) * f
 
     def _branch(self, key: str, x: Tensor, drop: bool) -> Tensor:

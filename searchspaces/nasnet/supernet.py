@@ -18,12 +18,12 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from nas.ops.conv import ReLUConvBN
-from nas.ops.drop import ScheduledDropPath
 from nas.supernet import Supernet
 from searchspaces.nasnet.cells import (
     CellSpec,
     applies_drop_path,
-    make_concat_reduce,
+    make_concat_reducers,
+    make_drop_path,
     make_preprocess,
     op_stride,
 )
@@ -102,16 +102,8 @@ class SuperCell(nn.Module):
                         for j in range(NUM_INPUTS + b)
                     }
                 )
-        self.concat_reduce = nn.ModuleDict()
-        for j in range(NUM_INPUTS):
-            module = make_concat_reduce(spec, j)
-            if module is not None:
-                self.concat_reduce[str(j)] = module
-        self.drop_path: ScheduledDropPath | None = None
-        if spec.drop_path_keep < 1.0:
-            self.drop_path = ScheduledDropPath(
-                spec.drop_path_keep, spec.index, spec.total_cells, spec.drop_path_layer_scaled
-            )
+        self.concat_reduce = make_concat_reducers(spec, list(range(NUM_INPUTS)))
+        self.drop_path = make_drop_path(spec)
         self.out_channels = NUM_STATES * f  # widest output; the active one is len(concat) * f
         self.concat: list[int] = []
         self._blocks: list[tuple[int, int, str, int, str, bool, bool]] = []
