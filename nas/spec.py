@@ -86,6 +86,13 @@ class FinalSpec(Strict):
     enabled: bool = True
 
 
+class ResourceSpec(Strict):
+    """What one search's runner reserves on the cluster (the service schedules by it; local runs ignore it)."""
+
+    cpus: float = Field(1.0, ge=0.5, le=256, description="CPU cores of the search runner")
+    gpus: float = Field(0.0, ge=0.0, le=64, description="GPUs of the search runner (fractions share one GPU)")
+
+
 class SearchSpec(Strict):
     """A whole search: what to search, on which data, how, for what and within which limits."""
 
@@ -99,6 +106,7 @@ class SearchSpec(Strict):
     seed: int = Field(0, ge=0, le=2**31 - 1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     latency_input_size: int | None = Field(None, ge=8, le=1024, description="input size for latency measurement")
+    resources: ResourceSpec = Field(default_factory=ResourceSpec)
 
     @model_validator(mode="after")
     def _objectives_unique(self) -> SearchSpec:

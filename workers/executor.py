@@ -1,0 +1,43 @@
+"""What the controller needs from the execution side: start runners, notice their end, describe the cluster."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from nas.client.models import ClusterOut
+from nas.store.repo import Claim
+
+
+@dataclass(frozen=True)
+class Ended:
+    """A runner that stopped. ``error`` is None when it finished normally (it then wrote its own final status)."""
+
+    search_id: str
+    lease_token: str
+    error: str | None = None
+
+
+class Executor(Protocol):
+    mode: str
+
+    def start(self, claim: Claim) -> None:
+        """Launch the runner of a claimed search (non-blocking)."""
+
+    def poll(self) -> list[Ended]:
+        """Runners that stopped since the last call."""
+
+    def alive(self, search_id: str) -> bool:
+        """Whether a runner of this search is alive anywhere in the cluster (also after a controller restart)."""
+
+    def stop(self, search_id: str) -> None:
+        """Kill the runner of this search, if any."""
+
+    def free(self) -> tuple[float, float]:
+        """Free (CPUs, GPUs) a new runner could use now."""
+
+    def cluster(self) -> ClusterOut:
+        """Nodes and resources (queue counts are filled in by the caller)."""
+
+    def shutdown(self) -> None:
+        """Release the cluster connection (stops an in-process Ray)."""
