@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SPEC ?= examples/digits-spos.yaml
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo demo-local test lint bench bench-service clean
 
 $(BIN)/nas: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,9 +16,16 @@ $(BIN)/nas: pyproject.toml
 
 setup: $(BIN)/nas
 
+# the main job, through the service: start `nas up` (SQLite, local Ray), submit SPEC with the SDK, follow it,
+# download the trained winner to runs/demo and load it
 demo: setup
 	rm -rf runs/demo
-	$(BIN)/nas search $(SPEC) --local --output runs/demo
+	$(BIN)/python examples/service_demo.py $(SPEC) --data-dir runs/service --output runs/demo
+
+# the same search without the service, in this process
+demo-local: setup
+	rm -rf runs/demo-local
+	$(BIN)/nas search $(SPEC) --local --output runs/demo-local
 
 test: setup
 	$(BIN)/python -m pytest -q
@@ -30,6 +37,9 @@ lint: setup
 bench: setup
 	$(BIN)/python benchmarks/supernet_throughput.py
 	$(BIN)/python benchmarks/end_to_end.py
+
+bench-service: setup
+	$(BIN)/python benchmarks/service_load.py
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache

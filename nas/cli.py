@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from nas import cli_remote, cli_server
 from nas.errors import CheckpointError, InvalidInput
 
 app = typer.Typer(
@@ -24,7 +25,7 @@ app = typer.Typer(
     add_completion=False,
 )
 out = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, log_path=False)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -174,7 +175,9 @@ def search(
             raise InvalidInput("--device", f"{device!r} is not allowed; allowed: auto, cpu, cuda")
         spec = spec.model_copy(update={"device": device})
     if not local:
-        raise InvalidInput("--local", "submitting to a server is not available from `nas search`; pass --local")
+        raise InvalidInput(
+            "--local", "`nas search` runs here only: pass --local, or submit to the service with `nas submit SPEC -w`"
+        )
     _run_local(spec, spec_file, output, resume, quiet)
 
 
@@ -254,6 +257,10 @@ def export_cmd(
     )
     for fmt, name in files.items():
         out.print(f"{fmt:12s} {output / name}")
+
+
+cli_remote.register(app)
+cli_server.register(app)
 
 
 def run() -> None:  # pragma: no cover - console entry

@@ -30,7 +30,7 @@ class RichReporter(Reporter):
     def __init__(self, console: Console | None = None, quiet: bool = False) -> None:
         self.console = console or Console(stderr=True)
         self.quiet = quiet
-        self.progress = Progress(
+        self.bars = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
@@ -44,39 +44,39 @@ class RichReporter(Reporter):
         self.started = False
 
     def __enter__(self) -> RichReporter:
-        self.progress.start()
+        self.bars.start()
         self.started = True
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
+        self.bars.stop()
 
     def _task(self, phase: str, total: int | None) -> Any:
         if phase not in self.tasks:
-            self.tasks[phase] = self.progress.add_task(phase, total=total, info="")
+            self.tasks[phase] = self.bars.add_task(phase, total=total, info="")
         elif total is not None:
-            self.progress.update(self.tasks[phase], total=total)
+            self.bars.update(self.tasks[phase], total=total)
         return self.tasks[phase]
 
     def emit(self, event: Event) -> None:
         phase = event.phase or "search"
         if event.type == EventType.PROGRESS:
-            self.progress.update(
+            self.bars.update(
                 self._task(phase, event.total), completed=event.step, info=_fmt(event.metrics) if event.metrics else ""
             )
         elif event.type == EventType.EPOCH:
             if not self.quiet:
-                self.progress.console.log(f"{phase} epoch {event.step}/{event.total}  {_fmt(event.metrics)}")
+                self.bars.console.log(f"{phase} epoch {event.step}/{event.total}  {_fmt(event.metrics)}")
         elif event.type == EventType.CANDIDATE:
             task = self._task(phase, None)
-            self.progress.update(task, info=f"last {_fmt(event.metrics)}")
+            self.bars.update(task, info=f"last {_fmt(event.metrics)}")
         elif event.type == EventType.PHASE_FINISHED and phase in self.tasks:
             task = self.tasks[phase]
-            total = self.progress.tasks[task].total if task < len(self.progress.tasks) else None
+            total = self.bars.tasks[task].total if task < len(self.bars.tasks) else None
             if total is not None:
-                self.progress.update(task, completed=total)
+                self.bars.update(task, completed=total)
         elif event.type == EventType.LOG and event.message and not self.quiet:
-            self.progress.console.log(event.message)
+            self.bars.console.log(event.message)
 
 
 def summary_table(result: RunResult, top: int = 10) -> Table:

@@ -14,8 +14,7 @@ from typing import Annotated, Any
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-DEFAULT_PORT = 8321
-TOKEN_FILE = "admin.token"
+from nas.client.config import DEFAULT_PORT, TOKEN_FILE
 
 
 class Settings(BaseSettings):

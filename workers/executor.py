@@ -27,14 +27,20 @@ class Executor(Protocol):
     def poll(self) -> list[Ended]:
         """Runners that stopped since the last call."""
 
-    def alive(self, search_id: str) -> bool:
+    def tracked(self) -> dict[str, Claim]:
+        """The runners this controller started and that have not ended yet."""
+
+    def alive(self, search_id: str, attempt: int) -> bool:
         """Whether a runner of this search is alive anywhere in the cluster (also after a controller restart)."""
 
-    def stop(self, search_id: str) -> None:
+    def stop(self, search_id: str, attempt: int | None = None) -> None:
         """Kill the runner of this search, if any."""
 
     def free(self) -> tuple[float, float]:
         """Free (CPUs, GPUs) a new runner could use now."""
+
+    def totals(self) -> tuple[float, float]:
+        """All (CPUs, GPUs) of the cluster."""
 
     def cluster(self) -> ClusterOut:
         """Nodes and resources (queue counts are filled in by the caller)."""

@@ -27,6 +27,9 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         database = make_url(url).database
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
+        if database and database != ":memory:":
+            kwargs.setdefault("pool_size", 10)  # the API's thread pool runs up to 40 requests at once
+            kwargs.setdefault("max_overflow", 30)
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, **kwargs)
         _sqlite_transactions(engine)
         return engine

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import logging
 import os
 import secrets
 import uuid
@@ -17,9 +18,12 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
+from nas.arch import Architecture
 from nas.events import Event
 from nas.store.db import Database
 from nas.store.models import FINAL, ApiToken, Artifact, CandidateRow, Search, SearchEvent, User, utcnow
+
+log = logging.getLogger(__name__)
 
 TOKEN_PREFIX = "nas_"
 CANDIDATE_SORTS = ("accuracy", "params", "macs", "latency_ms", "created_at")
@@ -71,6 +75,16 @@ def get_user(s: Session, name: str) -> User:
     return user
 
 
+def list_users(s: Session) -> list[tuple[User, int]]:
+    """Every user with the number of its active (not revoked) tokens, by name."""
+    counts = dict(
+        s.execute(
+            select(ApiToken.user_id, func.count()).where(ApiToken.revoked_at.is_(None)).group_by(ApiToken.user_id)
+        ).all()
+    )
+    return [(u, int(counts.get(u.id, 0))) for u in s.scalars(select(User).order_by(User.name))]
+
+
 def create_token(s: Session, user: User, name: str = "default") -> str:
     """A new API token for ``user``. Only its hash is stored; the plain token is returned once."""
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
@@ -80,13 +94,30 @@ def create_token(s: Session, user: User, name: str = "default") -> str:
 
 
 def authenticate(s: Session, token: str) -> User | None:
+    """The user of an active token, or None. Reads only: see record_token_use."""
     row = s.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(token), ApiToken.revoked_at.is_(None)))
-    if row is None:
-        return None
+    return None if row is None else row.user
+
+
+def record_token_use(db: Database, token: str, every: dt.timedelta = dt.timedelta(minutes=5)) -> None:
+    """Record (coarsely: at most every ``every``) that a token was used, in a short transaction of its own.
+
+    Called after the request's own session is closed, so it never holds a second connection or a row lock for the
+    rest of a request; a busy database only means the use is recorded by a later request.
+    """
     now = utcnow()
-    if row.last_used_at is None or now - row.last_used_at > dt.timedelta(minutes=5):
-        row.last_used_at = now  # coarse, so reads do not turn into a write per request
-    return row.user
+    try:
+        with db.session() as s:
+            s.execute(
+                update(ApiToken)
+                .where(
+                    ApiToken.token_hash == hash_token(token),
+                    or_(ApiToken.last_used_at.is_(None), ApiToken.last_used_at < now - every),
+                )
+                .values(last_used_at=now)
+            )
+    except OperationalError as exc:
+        log.debug("token use not recorded: %s", exc)
 
 
 def revoke_tokens(s: Session, user: User) -> int:
@@ -322,12 +353,20 @@ def _claim_once(
             .order_by(Search.priority.desc(), Search.created_at.asc(), Search.id.asc())
             .limit(100)
         )
-        if not db.sqlite:
-            q = q.with_for_update(skip_locked=True, of=Search)
-        for row in s.scalars(q):
-            if running.get(row.owner_id, 0) >= limit:
+        for candidate in list(s.scalars(q)):
+            if running.get(candidate.owner_id, 0) >= limit:
                 continue
+            row = candidate
             if not db.sqlite:
+                # lock just this row; another controller holding it means it is being claimed there: skip it
+                row = s.scalar(
+                    select(Search)
+                    .where(Search.id == candidate.id, Search.status == "queued")
+                    .with_for_update(skip_locked=True)
+                    .execution_options(populate_existing=True)
+                )
+                if row is None:
+                    continue
                 s.execute(select(User.id).where(User.id == row.owner_id).with_for_update())
                 if _running_by_owner(s, [row.owner_id]).get(row.owner_id, 0) >= limit:
                     raise _Retry  # another controller took this user's last slot meanwhile; start over
@@ -367,6 +406,18 @@ def heartbeat(
     if result is None:
         raise LeaseLost(search_id)
     return bool(result[0])
+
+
+def mark_started(db: Database, search_id: str, lease_token: str, output_dir: str, runner: dict[str, Any]) -> None:
+    """The runner took over: record where it writes and who it is. Raises LeaseLost if the lease is not ours."""
+    with db.session() as s:
+        res = s.execute(
+            update(Search)
+            .where(Search.id == search_id, Search.lease_token == lease_token, Search.status == "running")
+            .values(output_dir=output_dir, runner=runner, updated_at=utcnow())
+        )
+        if not res.rowcount:  # type: ignore[attr-defined]
+            raise LeaseLost(search_id)
 
 
 def finish(
@@ -479,10 +530,21 @@ def list_events(s: Session, search_id: str, *, after_id: int = 0, limit: int = 5
 COST_COLUMNS = {"accuracy": "accuracy", "params": "params", "macs": "macs", "latency_ms": "latency_ms"}
 
 
+def candidate_hash(candidate: dict[str, Any]) -> str:
+    """The architecture hash of a candidate item (given, inside ``arch``, or computed from it)."""
+    if candidate.get("arch_hash"):
+        return str(candidate["arch_hash"])
+    arch = candidate["arch"]
+    if isinstance(arch, dict) and arch.get("hash"):
+        return str(arch["hash"])
+    return Architecture.model_validate(arch).hash
+
+
 def upsert_candidates(s: Session, search_id: str, candidates: Sequence[dict[str, Any]]) -> None:
     """Insert or refresh candidates, keyed by (search, architecture hash).
 
-    Each item: ``arch`` (dict with ``hash``), ``metrics``, optional ``feasible``, ``pareto``, ``phase``.
+    Each item: ``arch`` (an Architecture as a dict), ``metrics``, optional ``arch_hash``, ``feasible``,
+    ``pareto``, ``phase``.
     """
     if not candidates:
         return
@@ -492,7 +554,7 @@ def upsert_candidates(s: Session, search_id: str, candidates: Sequence[dict[str,
         rows.append(
             {
                 "search_id": search_id,
-                "arch_hash": c["arch"]["hash"],
+                "arch_hash": candidate_hash(c),
                 "arch": c["arch"],
                 "metrics": metrics,
                 "feasible": bool(c.get("feasible", True)),
@@ -505,7 +567,7 @@ def upsert_candidates(s: Session, search_id: str, candidates: Sequence[dict[str,
     dialect = s.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     stmt = insert(CandidateRow)
-    refreshed = ("metrics", "feasible", "pareto", "phase", *COST_COLUMNS.values())
+    refreshed = ("metrics", "feasible", "pareto", *COST_COLUMNS.values())
     stmt = stmt.on_conflict_do_update(
         index_elements=["search_id", "arch_hash"], set_={k: stmt.excluded[k] for k in refreshed}
     )

@@ -1,0 +1,80 @@
+"""Bearer-token authentication: ``Authorization: Bearer <token>`` checked against the hashed tokens in the store.
+
+With ``settings.auth`` off (allowed only on a loopback address) a request without a token acts as the user "admin".
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.exc import IntegrityError
+
+from api.deps import DbDep, SettingsDep
+from api.problems import ProblemError
+from nas.store import repo
+from nas.store.db import Database
+from nas.store.models import User
+
+log = logging.getLogger(__name__)
+
+LOCAL_ADMIN = "admin"
+
+bearer = HTTPBearer(
+    auto_error=False,
+    bearerFormat="nas_<token>",
+    description="An API token from `nas admin create-token` (the embedded service writes one to its data directory).",
+)
+
+
+def _unauthorized(detail: str, *, error: str | None = None) -> ProblemError:
+    challenge = 'Bearer realm="nas"' + (f', error="{error}"' if error else "")
+    return ProblemError(401, detail, field="Authorization", headers={"WWW-Authenticate": challenge})
+
+
+def authenticate(db: Database, token: str) -> User | None:
+    """The token's user (read in its own transaction), then the token's use recorded in another."""
+    with db.session() as s:
+        user = repo.authenticate(s, token)
+    if user is not None:
+        repo.record_token_use(db, token)
+    return user
+
+
+def local_admin(db: Database) -> User:
+    """The user "admin" (created if missing) that token-less requests act as when auth is off."""
+    try:
+        with db.session() as s:
+            return repo.get_user(s, LOCAL_ADMIN)
+    except repo.NotFound:
+        pass
+    try:
+        with db.session(write_lock=True) as s:
+            return repo.create_user(s, LOCAL_ADMIN, admin=True)
+    except (IntegrityError, repo.Conflict):  # created concurrently
+        with db.session() as s:
+            return repo.get_user(s, LOCAL_ADMIN)
+
+
+def current_user(
+    request: Request,
+    settings: SettingsDep,
+    db: DbDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
+) -> User:
+    header = request.headers.get("authorization")
+    if credentials is None:
+        if header:
+            raise _unauthorized("the Authorization header must be 'Bearer <token>'", error="invalid_request")
+        if not settings.auth:
+            return local_admin(db)
+        raise _unauthorized("this request needs an API token: send 'Authorization: Bearer <token>'")
+    user = authenticate(db, credentials.credentials.strip())
+    if user is None:
+        raise _unauthorized("the API token is unknown or revoked", error="invalid_token")
+    return user
+
+
+CurrentUser = Annotated[User, Depends(current_user)]

@@ -1,0 +1,22 @@
+"""Commands contributed by the service packages (``nas up`` from api, ``nas worker`` from workers).
+
+They plug in through the ``nas.commands`` entry point group, so the engine never imports those packages by name.
+"""
+
+from __future__ import annotations
+
+import logging
+from importlib.metadata import entry_points
+
+import typer
+
+log = logging.getLogger(__name__)
+
+
+def register(app: typer.Typer) -> None:
+    """Add every command registered under the ``nas.commands`` entry point group."""
+    for ep in entry_points(group="nas.commands"):
+        try:
+            ep.load()(app)
+        except ImportError as exc:  # a package of the service that is not installed here
+            log.debug("command plugin %s unavailable: %s", ep.name, exc)
