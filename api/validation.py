@@ -57,13 +57,16 @@ def check_storable(value: Any, where: list[str | int] | None = None) -> None:
             check_storable(item, [*where, i])
 
 
-def check_plan(spec: SearchSpec) -> None:
+def check_plan(spec: SearchSpec) -> tuple[float, float]:
+    """Plan the search; returns the (CPUs, GPUs) it needs in all: its runner and the strategy's own workers."""
     from nas.runner import plan_search  # imports torch: only when a search is submitted
 
     try:
-        plan_search(spec)
+        plan = plan_search(spec)
     except InvalidInput as exc:
         raise invalid(spec_field(exc.field), exc.message) from exc
+    cpus, gpus = plan.strategy.worker_resources(spec.resources.gpus)
+    return spec.resources.cpus + cpus, spec.resources.gpus + gpus
 
 
 def check_dataset_path(spec: SearchSpec, roots: Sequence[Path]) -> None:
@@ -90,26 +93,33 @@ def check_dataset_path(spec: SearchSpec, roots: Sequence[Path]) -> None:
         raise invalid(field, f"{path!r} cannot be read: {exc.strerror or exc}") from exc
 
 
-def check_resources(spec: SearchSpec, executor: Any) -> None:
-    """On a local (single-machine) cluster a search asking for more than the machine has would wait forever."""
+def check_resources(spec: SearchSpec, executor: Any, need: tuple[float, float]) -> None:
+    """On a local (single-machine) cluster a search asking for more than the machine has would wait forever.
+
+    ``need`` is what the search reserves in all (its runner plus, e.g., data-parallel workers).
+    """
     if executor is None or getattr(executor, "mode", None) != "local":
         return
     total = executor.cluster().total
     if not total:  # nothing known about the machine
         return
-    for field, keys in (("cpus", ("CPU", "cpus")), ("gpus", ("GPU", "gpus"))):
+    for field, keys, want in (("cpus", ("CPU", "cpus"), need[0]), ("gpus", ("GPU", "gpus"), need[1])):
         have = next((float(total[k]) for k in keys if k in total), 0.0)  # Ray leaves out resources it has none of
-        want = float(getattr(spec.resources, field))
         if want > have + 1e-9:
             raise invalid(
                 f"spec.resources.{field}",
-                f"asks for {want:g} but this machine has {have:g} in all; ask for at most {have:g}",
+                f"the search needs {want:g} (its runner and the strategy's own workers) but this machine has "
+                f"{have:g} in all; ask for at most {have:g}",
             )
 
 
-def validate_search(spec: SearchSpec, *, roots: Sequence[Path], executor: Any) -> None:
-    """Every check a submitted spec must pass; raises a 422 ProblemError naming the field."""
+def validate_search(spec: SearchSpec, *, roots: Sequence[Path], executor: Any) -> tuple[float, float]:
+    """Every check a submitted spec must pass; raises a 422 ProblemError naming the field.
+
+    Returns the (CPUs, GPUs) the scheduler reserves for the search.
+    """
     check_storable(spec.model_dump(mode="python"))
-    check_plan(spec)
+    need = check_plan(spec)
     check_dataset_path(spec, roots)
-    check_resources(spec, executor)
+    check_resources(spec, executor, need)
+    return need

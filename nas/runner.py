@@ -118,7 +118,7 @@ def run_search(
     _prepare_output(spec, out, resume)
     reporter = MultiReporter(JsonlReporter(out / "events.jsonl"), *([reporter] if reporter else []))
     cancel = cancel or threading.Event()
-    dataset_macro = {"num_classes": data.num_classes, "in_channels": data.channels}
+    dataset_macro = dataset_macro_of(plan.space, spec, data)
     macro = plan.space.macro(spec.space.macro, **dataset_macro)
     checkpoints = CheckpointStore(out / "checkpoints")
     ctx = SearchContext(
@@ -149,6 +149,14 @@ def run_search(
         Event(type=EventType.FINISHED, metrics=finals[0].metrics if finals else {}, data={"directory": str(out)})
     )
     return result
+
+
+def dataset_macro_of(space: SearchSpace, spec: SearchSpec, data: Any) -> dict[str, Any]:
+    """What the data dictates of the macro: classes, channels, and the input size for spaces that size by it."""
+    out: dict[str, Any] = {"num_classes": data.num_classes, "in_channels": data.channels}
+    if "image_size" in space.Macro.model_fields and "image_size" not in spec.space.macro:
+        out["image_size"] = data.image_size
+    return out
 
 
 def _atomic_write(path: Path, text: str) -> None:

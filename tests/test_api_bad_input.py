@@ -265,6 +265,10 @@ def test_resources_beyond_the_local_machine_are_422(database: Database, tmp_path
         problem = refused(env, {"spec": spec(resources={"cpus": 8})}, 422, "spec.resources.cpus")
         assert "at most 4" in problem["detail"]
         refused(env, {"spec": spec(resources={"gpus": 1})}, 422, "spec.resources.gpus")
+        # the strategy's own workers count too: a runner (1 CPU) and 4 data-parallel workers (1 CPU each)
+        parallel = {"name": "spos", "options": {"data_parallel": 4, "train": {"batch_size": 32}}}
+        problem = refused(env, {"spec": spec(strategy=parallel)}, 422, "spec.resources.cpus")
+        assert "needs 5" in problem["detail"]
         assert client.post(URL, json={"spec": spec(resources={"cpus": 4})}, headers=env.h()).status_code == 201
 
 

@@ -31,13 +31,20 @@ class SearchRunner:
 
         _logging.basicConfig(level=_logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         c = Claim(**claim)
-        torch.set_num_threads(max(1, int(c.cpus)))
+        torch.set_num_threads(max(1, int(runner_resources(c)[0])))
         return run_claim(Settings(**settings), c)
 
     def pid(self) -> int:
         import os
 
         return os.getpid()
+
+
+def runner_resources(claim: Claim) -> tuple[float, float]:
+    """What the runner actor itself reserves: the spec's resources. ``claim.cpus/gpus`` (what the scheduler admitted
+    the search for) also count the strategy's own Ray workers, which reserve theirs when they start."""
+    res = claim.spec.get("resources") or {}
+    return float(res.get("cpus", claim.cpus)), float(res.get("gpus", claim.gpus))
 
 
 def actor_name(search_id: str, attempt: int) -> str:
@@ -63,11 +70,12 @@ class RayExecutor:
         self._actor_cls = self.ray.remote(SearchRunner)
 
     def start(self, claim: Claim) -> None:
+        cpus, gpus = runner_resources(claim)
         options: dict[str, Any] = {
             "name": actor_name(claim.search_id, claim.attempt),
             "namespace": NAMESPACE,
-            "num_cpus": claim.cpus,
-            "num_gpus": claim.gpus,
+            "num_cpus": cpus,
+            "num_gpus": gpus,
             "max_restarts": 0,  # retries are the scheduler's, with back-off and an attempt limit
         }
         if self.mode == "cluster":

@@ -52,7 +52,7 @@ def create_search(
     ] = None,
 ) -> SearchOut:
     """Validate the spec (space, strategy, budget, dataset path, resources) and queue the search."""
-    validate_search(body.spec, roots=settings.dataset_roots, executor=executor)
+    cpus, gpus = validate_search(body.spec, roots=settings.dataset_roots, executor=executor)
     spec = body.spec.model_dump(mode="json")
     with db.session(write_lock=True) as s:
         row, created = repo.create_search(
@@ -60,8 +60,8 @@ def create_search(
             user,
             spec,
             priority=body.priority,
-            cpus=body.spec.resources.cpus,
-            gpus=body.spec.resources.gpus,
+            cpus=cpus,
+            gpus=gpus,
             max_attempts=body.max_attempts or settings.max_attempts,
             idempotency_key=idempotency_key,
         )

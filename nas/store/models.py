@@ -88,7 +88,8 @@ class Search(Base):
         CheckConstraint(f"status IN {STATUSES!r}", name="ck_searches_status"),
         UniqueConstraint("owner_id", "idempotency_key", name="uq_searches_owner_idempotency"),
         Index("ix_searches_queue", "status", "priority", "created_at"),
-        Index("ix_searches_owner_created", "owner_id", "created_at"),
+        Index("ix_searches_owner_created", "owner_id", "created_at", "id"),
+        Index("ix_searches_created", "created_at", "id"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)

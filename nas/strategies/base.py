@@ -111,6 +111,10 @@ class Strategy(ABC):
     def run(self, ctx: SearchContext) -> SearchResult:
         """Search and return the evaluated candidates, best first in ``best``."""
 
+    def worker_resources(self, runner_gpus: float) -> tuple[float, float]:
+        """(CPUs, GPUs) the strategy's own Ray workers need besides the runner (the scheduler reserves both)."""
+        return 0.0, 0.0
+
     def check_space(self, space: SearchSpace) -> None:
         if self.needs_differentiable and not space.supports_differentiable:
             raise InvalidInput("strategy.name", f"{self.name!r} needs a differentiable space; {space.name!r} is not")

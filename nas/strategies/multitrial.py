@@ -18,12 +18,10 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import random
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import optuna
@@ -39,6 +37,7 @@ from nas.events import Reporter
 from nas.objectives import metric_key, violation
 from nas.spec import Candidate, SearchResult, TrainSpec
 from nas.strategies.base import SearchContext, Strategy, StrategyOptions
+from nas.strategies.ray_local import LocalRay, ray_available
 from nas.strategies.trial import (
     ReportFn,
     build_result,
@@ -344,19 +343,6 @@ class _LocalRunner(_Runner):
         return out
 
 
-def ray_available() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("ray") is not None
-
-
-def _import_ray() -> Any:
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-    import ray
-
-    return ray
-
-
 @dataclass
 class _WorkerSetup:
     """What a Ray worker needs to rebuild the context of a trial (the data travels separately, once)."""
@@ -401,12 +387,11 @@ class _RayRunner(_Runner):
     def __init__(self, strategy: OptunaStrategy, ctx: SearchContext, study: optuna.Study) -> None:
         opts: OptunaOptions = strategy.options
         self.ctx = ctx
-        self.ray = _import_ray()
-        self.started = False
-        self._temp: str | None = None
-        if not self.ray.is_initialized():
-            self._start(opts)
         cuda = ctx.device.type == "cuda"
+        self.session = LocalRay(
+            min_cpus=opts.parallel * opts.cpus_per_trial, gpus=torch.cuda.device_count() if cuda else 0
+        )
+        self.ray = self.session.ray
         gpus = opts.gpus_per_trial if opts.gpus_per_trial is not None else (1.0 / opts.parallel if cuda else 0.0)
         self.task = self.ray.remote(_remote_trial).options(num_cpus=opts.cpus_per_trial, num_gpus=gpus, max_retries=0)
         space = ctx.space
@@ -421,23 +406,6 @@ class _RayRunner(_Runner):
             prune=opts if strategy.uses_pruning(ctx) else None,
         )
         self.data_ref = self.ray.put(ctx.data)
-
-    def _start(self, opts: OptunaOptions) -> None:
-        # Ray's socket paths must stay short: a fresh folder directly under /tmp
-        self._temp = tempfile.mkdtemp(prefix="ray-nas-", dir="/tmp" if Path("/tmp").is_dir() else None)
-        cpus = max(os.cpu_count() or 1, math.ceil(opts.parallel * opts.cpus_per_trial))
-        gpus = torch.cuda.device_count() if self.ctx.device.type == "cuda" else 0
-        log.info("starting a local Ray instance (%d CPUs, %d GPUs) in %s", cpus, gpus, self._temp)
-        self.ray.init(
-            num_cpus=cpus,
-            num_gpus=gpus,
-            include_dashboard=False,
-            log_to_driver=False,
-            configure_logging=False,
-            _temp_dir=self._temp,
-            _node_ip_address="127.0.0.1",
-        )
-        self.started = True
 
     def run_batch(self, batch: list[_Proposal]) -> list[dict[str, float]]:
         refs = [
@@ -457,10 +425,4 @@ class _RayRunner(_Runner):
         return list(self.ray.get(refs))
 
     def close(self) -> None:
-        if self.started:
-            self.ray.shutdown()
-            self.started = False
-        if self._temp is not None:
-            import shutil
-
-            shutil.rmtree(self._temp, ignore_errors=True)
+        self.session.close()

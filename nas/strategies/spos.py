@@ -5,40 +5,54 @@ with inherited weights after BatchNorm recalibration."""
 from __future__ import annotations
 
 import random
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import torch
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 
 from nas.arch import Architecture
 from nas.errors import InvalidInput
 from nas.objectives import mark_pareto, rank
 from nas.spec import Candidate, SearchResult, TrainSpec
 from nas.strategies.base import SearchContext, Strategy, StrategyOptions
+from nas.strategies.evolution import Evolution, EvolutionOptions, python_state
+from nas.strategies.ray_local import ray_available
 from nas.supernet import Supernet, recalibrate_bn
-from nas.train import Trainer, evaluate, fit
+from nas.train import StepHook, Trainer, evaluate, fit
 
+if TYPE_CHECKING:
+    from nas.data import DeviceLoader
 
-class EvolutionOptions(StrategyOptions):
-    population: int = Field(20, ge=2, le=10_000)
-    generations: int = Field(10, ge=0, le=10_000)
-    parents: int = Field(8, ge=1, le=10_000, description="top candidates that breed the next generation")
-    mutation_rate: float = Field(0.1, gt=0.0, le=1.0)
-    mutation_share: float = Field(0.5, ge=0.0, le=1.0, description="share of children made by mutation")
-    max_tries: int = Field(200, ge=1, le=100_000, description="attempts to draw a feasible architecture")
+LossFn = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 class SPOSOptions(StrategyOptions):
     epochs: int = Field(10, ge=0, le=10_000, description="supernet training epochs")
     train: TrainSpec = Field(default_factory=lambda: TrainSpec(epochs=10, lr=0.05, weight_decay=1e-4))
+    data_parallel: int = Field(
+        1, ge=1, le=64, description="supernet training workers (Ray Train, one GPU each on CUDA); 1: in this process"
+    )
+    cpus_per_worker: float = Field(1.0, gt=0.0, le=1024.0, description="data_parallel > 1: CPUs reserved per worker")
     strict_fairness: bool = Field(False, description="FairNAS: every choice trained once per step group")
     evolution: EvolutionOptions = Field(default_factory=EvolutionOptions)
     bn_batches: int = Field(4, ge=0, le=10_000, description="training batches for BatchNorm recalibration")
     eval_batch_size: int = Field(256, ge=1, le=65_536)
 
-
-def _arch_dict(arch: Architecture) -> dict[str, Any]:
-    return arch.model_dump(mode="json")
+    @field_validator("data_parallel")
+    @classmethod
+    def _check_data_parallel(cls, value: int, info: ValidationInfo) -> int:
+        if value == 1:
+            return value
+        if not ray_available():
+            raise ValueError("data_parallel > 1 needs Ray (pip install 'nas-service[ray]'); allowed here: 1")
+        train = info.data.get("train")
+        if train is not None and train.batch_size % value:
+            raise ValueError(
+                f"train.batch_size {train.batch_size} must be a multiple of data_parallel {value} "
+                "(every worker takes an equal share of each batch)"
+            )
+        return value
 
 
 class SPOSStrategy(Strategy):
@@ -46,43 +60,72 @@ class SPOSStrategy(Strategy):
     Options = SPOSOptions
     options: SPOSOptions
 
+    def worker_resources(self, runner_gpus: float) -> tuple[float, float]:
+        """Data-parallel training: a GPU per worker when the runner has one, else ``cpus_per_worker`` each."""
+        n = self.options.data_parallel
+        if n <= 1:
+            return 0.0, 0.0
+        return (0.0, float(n)) if runner_gpus > 0 else (n * self.options.cpus_per_worker, 0.0)
+
     def check_space(self, space: Any) -> None:
         super().check_space(space)
         if self.options.strict_fairness and not hasattr(space, "fair_paths"):
             raise InvalidInput("strategy.options.strict_fairness", f"space {space.name!r} has no fair sampler")
 
     # --- supernet training ---------------------------------------------------------------------------------
-    def train_supernet(self, ctx: SearchContext) -> Supernet:
-        opts = self.options
+    # The pieces below are shared by the in-process loop and the data-parallel workers (nas.strategies.data_parallel),
+    # so both build the same supernet, draw the same paths and follow the same schedule.
+    def build_supernet(self, ctx: SearchContext) -> Supernet:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(ctx.seed)  # the initial weights depend on the seed alone
-            supernet = ctx.space.supernet(ctx.macro, mode="single_path")
-        cfg = opts.train.model_copy(update={"epochs": opts.epochs})
-        loader = ctx.loader("train", cfg.batch_size, shuffle=True, augment=cfg.augment, seed_offset=1)
-        rng = random.Random(ctx.seed * 1_000_003 + 17)
+            return ctx.space.supernet(ctx.macro, mode="single_path")
 
-        loss_fn = None
-        before_step = None
-        if opts.strict_fairness:
-            criterion = torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    def supernet_train_spec(self) -> TrainSpec:
+        return self.options.train.model_copy(update={"epochs": self.options.epochs})
 
-            def fair_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-                total = x.new_zeros(())
-                for arch in ctx.space.fair_paths(rng):  # type: ignore[attr-defined]
-                    supernet.set_active(arch)
-                    out = model(x)
-                    logits = out[0] if isinstance(out, tuple) else out
-                    total = total + criterion(logits.float(), y)
-                return total
+    def supernet_loader(self, ctx: SearchContext, cfg: TrainSpec) -> DeviceLoader:
+        """The training batches (``cfg.batch_size`` is the global batch when training is data-parallel)."""
+        return ctx.loader("train", cfg.batch_size, shuffle=True, augment=cfg.augment, seed_offset=1)
 
-            loss_fn = fair_loss
-        else:
+    def path_sampler(self, ctx: SearchContext) -> random.Random:
+        return random.Random(ctx.seed * 1_000_003 + 17)
+
+    def path_hooks(
+        self, ctx: SearchContext, supernet: Supernet, rng: random.Random, cfg: TrainSpec
+    ) -> tuple[StepHook | None, LossFn | None]:
+        """``(before_step, loss_fn)`` for :class:`nas.train.Trainer`: one uniform path drawn before each step, or
+        (strict fairness) a loss summed over a group of paths that trains every choice once."""
+        if not self.options.strict_fairness:
 
             def sample_path(_step: int) -> None:
                 supernet.set_active(ctx.space.sample(rng))
 
-            before_step = sample_path
+            return sample_path, None
+        criterion = torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
 
+        def fair_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            total = x.new_zeros(())
+            for arch in ctx.space.fair_paths(rng):  # type: ignore[attr-defined]
+                supernet.set_active(arch)
+                out = model(x)
+                logits = out[0] if isinstance(out, tuple) else out
+                total = total + criterion(logits.float(), y)
+            return total
+
+        return None, fair_loss
+
+    def train_supernet(self, ctx: SearchContext) -> Supernet:
+        opts = self.options
+        supernet = self.build_supernet(ctx)
+        if opts.data_parallel > 1:
+            from nas.strategies.data_parallel import train_data_parallel
+
+            train_data_parallel(self, ctx, supernet)
+            return supernet
+        cfg = self.supernet_train_spec()
+        loader = self.supernet_loader(ctx, cfg)
+        rng = self.path_sampler(ctx)
+        before_step, loss_fn = self.path_hooks(ctx, supernet, rng, cfg)
         trainer = Trainer(
             supernet, cfg, ctx.device, len(loader), params=supernet.weight_parameters(),
             before_step=before_step, loss_fn=loss_fn,
@@ -96,7 +139,7 @@ class SPOSStrategy(Strategy):
             checkpoints=ctx.checkpoints,
             name="supernet",
             cancel=ctx.cancel,
-            extra_state=(lambda: {"sampler": rng.getstate()}, lambda s: rng.setstate(_tuple(s["sampler"]))),
+            extra_state=(lambda: {"sampler": rng.getstate()}, lambda s: rng.setstate(python_state(s["sampler"]))),
         )
         return supernet
 
@@ -117,94 +160,11 @@ class SPOSStrategy(Strategy):
         val = ctx.loader("val", self.options.eval_batch_size, shuffle=False, augment=False)
         return evaluate(supernet, val, ctx.device)["accuracy"]
 
-    # --- evolution -----------------------------------------------------------------------------------------
-    def _fresh(self, ctx: SearchContext, rng: random.Random, seen: set[str]) -> Architecture | None:
-        """A feasible architecture not seen before, or None when ``max_tries`` draws found none."""
-        for _ in range(self.options.evolution.max_tries):
-            arch = ctx.space.sample(rng)
-            if arch.hash not in seen and ctx.feasible_arch(arch):
-                seen.add(arch.hash)
-                return arch
-        return None
-
-    def _children(
-        self, ctx: SearchContext, parents: list[Architecture], seen: set[str], rng: random.Random
-    ) -> list[Architecture]:
-        evo = self.options.evolution
-        n_mut = round(evo.population * evo.mutation_share)
-        children: list[Architecture] = []
-        tries = 0
-        while len(children) < evo.population and tries < evo.max_tries * evo.population:
-            tries += 1
-            if len(children) < n_mut or len(parents) < 2:
-                child = ctx.space.mutate(rng.choice(parents), rng, evo.mutation_rate)
-            else:
-                a, b = rng.sample(parents, 2)
-                child = ctx.space.crossover(a, b, rng)
-            if child.hash in seen or not ctx.feasible_arch(child):
-                continue
-            seen.add(child.hash)
-            children.append(child)
-        while len(children) < evo.population:  # the neighbourhood is exhausted: fill with fresh samples
-            fresh = self._fresh(ctx, rng, seen)
-            if fresh is None:
-                break
-            children.append(fresh)
-        return children
-
+    # --- evolution (nas.strategies.evolution) -------------------------------------------------------------
     def evolve(self, ctx: SearchContext, supernet: Supernet) -> list[Candidate]:
-        evo = self.options.evolution
-        state = ctx.checkpoints.load("evolution")
-        rng = random.Random(ctx.seed * 1_000_003 + 29)
-        evaluated: dict[str, Candidate] = {}
-        population: list[Architecture] = []
-        generation = 0
-        if state is not None:
-            rng.setstate(_tuple(state["rng"]))
-            evaluated = {c["arch_hash"]: Candidate.model_validate(c["candidate"]) for c in state["evaluated"]}
-            population = [Architecture.model_validate(a) for a in state["population"]]
-            generation = int(state["generation"])
-            ctx.reporter.log(f"resumed evolution at generation {generation}/{evo.generations}", phase="evolution")
-        total = evo.generations + 1
-        ctx.reporter.phase_started("evolution", total=total)
         supernet.to(ctx.device)
-        seen = set(evaluated)
-        while generation < total:
-            ctx.check_cancelled()
-            if generation == 0:
-                population = []
-                while len(population) < evo.population and (arch := self._fresh(ctx, rng, seen)) is not None:
-                    population.append(arch)
-                if not population:
-                    raise InvalidInput("constraints", "no architecture satisfies the constraints; relax the bounds")
-            else:
-                ranked = rank(list(evaluated.values()), ctx.objectives)
-                parents = [c.arch for c in ranked[: evo.parents]]
-                population = self._children(ctx, parents, seen, rng)
-            for arch in population:
-                ctx.check_cancelled()
-                if arch.hash in evaluated:
-                    continue
-                cand = ctx.candidate(arch, {"accuracy": self.score(ctx, supernet, arch)})
-                evaluated[arch.hash] = cand
-                ctx.reporter.candidate("evolution", _arch_dict(arch), cand.metrics, len(evaluated))
-            generation += 1
-            best = rank(list(evaluated.values()), ctx.objectives)[0]
-            ctx.reporter.progress("evolution", generation, total, {"best_accuracy": best.metrics["accuracy"]})
-            path = ctx.checkpoints.save(
-                "evolution",
-                {
-                    "rng": rng.getstate(),
-                    "generation": generation,
-                    "population": [_arch_dict(a) for a in population],
-                    "evaluated": [
-                        {"arch_hash": h, "candidate": c.model_dump(mode="json")} for h, c in evaluated.items()
-                    ],
-                },
-            )
-            ctx.reporter.checkpoint("evolution", str(path))
-        ctx.reporter.phase_finished("evolution", {"evaluated": float(len(evaluated))})
-        return list(evaluated.values())
+        evolution = Evolution(ctx, self.options.evolution, lambda arch: {"accuracy": self.score(ctx, supernet, arch)})
+        return evolution.run(random.Random(ctx.seed * 1_000_003 + 29))
 
     def run(self, ctx: SearchContext) -> SearchResult:
         self.check_space(ctx.space)
@@ -214,10 +174,3 @@ class SPOSStrategy(Strategy):
         return SearchResult(
             strategy=self.name, candidates=candidates, best=rank(candidates, ctx.objectives), pareto=front
         )
-
-
-def _tuple(value: Any) -> Any:
-    """random.Random.setstate needs nested tuples; checkpoints may hand back lists."""
-    if isinstance(value, list | tuple):
-        return tuple(_tuple(v) for v in value)
-    return value
