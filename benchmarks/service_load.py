@@ -38,6 +38,12 @@ SPEC: dict[str, Any] = {
 PG_ENV = "NAS_TEST_POSTGRES_URL"
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc): the server's cost, whatever else loads the machine."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
@@ -170,11 +176,16 @@ def run_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
     try:
         with ServiceProcess(data_dir, env={**env, **({"NAS_DATABASE_URL": url} if url else {})},
                             args=["--no-scheduler"]) as svc:  # fmt: skip
+            assert svc.proc is not None
+            cpu = cpu_seconds(svc.proc.pid)
             sub = asyncio.run(submissions(svc.url, svc.token, args.submissions, args.concurrency))
+            sub["server_cpu_ms"] = (cpu_seconds(svc.proc.pid) - cpu) * 1000 / args.submissions
             t = time.perf_counter()
             seed(url or f"sqlite:///{data_dir / 'nas.db'}", args.stored - args.submissions)
             seeded_s = time.perf_counter() - t
+            cpu = cpu_seconds(svc.proc.pid)
             lst = asyncio.run(listing(svc.url, svc.token, args.clients, args.per_client))
+            lst["server_cpu_ms"] = (cpu_seconds(svc.proc.pid) - cpu) * 1000 / lst["requests"]
     finally:
         drop()
     # 2. the whole controller on an empty queue: submit-to-running
@@ -202,15 +213,17 @@ def main() -> None:
     backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
     results = {
         "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} CPUs",
+        "load_average": os.getloadavg(),
         "date": time.strftime("%Y-%m-%d"),
         "runs": [run_backend(b, args) for b in backends],
     }
     for r in results["runs"]:
         s, ls, lat = r["submit"], r["list"], r["submit_to_running"]
         print(f"[{r['backend']}] submit: {s['per_s']:.0f}/s (p50 {s['p50_ms']:.1f} ms, p99 {s['p99_ms']:.1f} ms, "
-              f"{s['errors']} errors)")  # fmt: skip
+              f"{s['errors']} errors; server CPU {s['server_cpu_ms']:.1f} ms per submission)")  # fmt: skip
         print(f"[{r['backend']}] list over {args.stored} stored, {args.clients} clients: {ls['per_s']:.0f} req/s, "
-              f"p50 {ls['p50_ms']:.1f} ms, p99 {ls['p99_ms']:.1f} ms, {ls['errors']} errors")  # fmt: skip
+              f"p50 {ls['p50_ms']:.1f} ms, p99 {ls['p99_ms']:.1f} ms, {ls['errors']} errors; "
+              f"server CPU {ls['server_cpu_ms']:.1f} ms per request")  # fmt: skip
         print(f"[{r['backend']}] submit->running (claimed): median {lat['claimed_median_ms']:.0f} ms, "
               f"max {lat['claimed_max_ms']:.0f} ms; submit->runner up: median {lat['runner_median_ms']:.0f} ms, "
               f"max {lat['runner_max_ms']:.0f} ms")  # fmt: skip

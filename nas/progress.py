@@ -84,20 +84,28 @@ def summary_table(result: RunResult, top: int = 10) -> Table:
     table = Table(title=f"search {result.spec.name!r}: {result.search.strategy}, {result.elapsed_s:.0f} s")
     table.add_column("rank", justify="right")
     table.add_column("arch")
-    table.add_column("search acc", justify="right")
+    best = result.search.best[:top]
+    # the search's own rating: accuracy with inherited weights, or a strategy's score (BossNAS: lower is better)
+    rating = "accuracy" if any("accuracy" in c.metrics for c in best) or not best else _score_metric(best[0].metrics)
+    table.add_column("search acc" if rating == "accuracy" else rating, justify="right")
     table.add_column("params", justify="right")
     table.add_column("MACs", justify="right")
     table.add_column("pareto")
-    for i, c in enumerate(result.search.best[:top], start=1):
+    for i, c in enumerate(best, start=1):
         table.add_row(
             str(i),
             c.arch.hash,
-            f"{c.metrics.get('accuracy', float('nan')):.4f}",
+            f"{c.metrics.get(rating, float('nan')):.4f}",
             f"{c.metrics.get('params', 0) / 1e6:.3f}M",
             f"{c.metrics.get('macs', 0) / 1e6:.2f}M",
             "yes" if c.pareto else "",
         )
     return table
+
+
+def _score_metric(metrics: dict[str, float]) -> str:
+    scores = sorted(k for k in metrics if k.endswith("_score"))
+    return scores[0] if scores else "accuracy"
 
 
 def final_table(result: RunResult) -> Table:

@@ -236,7 +236,8 @@ def _final_phase(
         val = evaluate(trainer.model, val_loader, ctx.device)
         costs = ctx.costs(cand.arch) if macro == ctx.macro else _costs(plan.space, cand, macro, ctx)
         metrics = {**costs, "test_accuracy": test["accuracy"], "val_accuracy": val["accuracy"]}
-        metrics["search_accuracy"] = cand.metrics.get("accuracy", float("nan"))
+        if "accuracy" in cand.metrics:  # not every strategy rates by accuracy (BossNAS: bossnas_score)
+            metrics["search_accuracy"] = cand.metrics["accuracy"]
         ctx.reporter.phase_started("export", total=1)
         tmp = final_root / f".{target.name}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)

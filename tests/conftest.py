@@ -56,7 +56,7 @@ def _postgres_url() -> str:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
         engine.dispose()
-    except Exception as exc:  # noqa: BLE001 - any failure to connect means: no PostgreSQL here
+    except Exception as exc:  # any failure to connect means: no PostgreSQL here
         if required:
             pytest.fail(f"PostgreSQL at {url} is required but unreachable: {exc}")
         pytest.skip(f"PostgreSQL at {url} is unreachable: {type(exc).__name__}")

@@ -165,7 +165,9 @@ class BlockToySpace(SearchSpace):
         return {"type": "object"}
 
     def blocks(self) -> list[BlockInfo]:
-        return [BlockInfo(k, f"block{k}", list(itertools.product(range(len(OPS)), repeat=LAYERS))) for k in range(BLOCKS)]
+        return [
+            BlockInfo(k, f"block{k}", list(itertools.product(range(len(OPS)), repeat=LAYERS))) for k in range(BLOCKS)
+        ]
 
     def build(self, arch: Architecture, macro: Any = None) -> nn.Module:
         self.validate(arch)
@@ -295,9 +297,7 @@ def test_evolution_respects_constraints_and_greedy_refuses_them(tmp_path: Path) 
     assert info.value.field == "strategy.options.search"
 
 
-def test_independent_mode_in_process_rates_every_block_on_the_reference_paths(
-    tmp_path: Path, references: Any
-) -> None:
+def test_independent_mode_in_process_rates_every_block_on_the_reference_paths(tmp_path: Path, references: Any) -> None:
     result, root = references("independent")
     ctx = make_ctx(root)
     assert result.extra["mode"] == "independent"

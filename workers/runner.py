@@ -8,6 +8,7 @@ was re-queued elsewhere) stops the run without writing a final status.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 import socket
@@ -72,7 +73,9 @@ class DbReporter(Reporter):
         with self._lock:
             self._buffer.append(event)
             if event.type == EventType.CANDIDATE and "arch" in event.data:
-                self._candidates.append({"arch": event.data["arch"], "metrics": event.metrics, "phase": event.phase})
+                self._candidates.append(
+                    {"arch": event.data["arch"], "metrics": finite(event.metrics), "phase": event.phase}
+                )
         if event.type in URGENT or time.monotonic() - self._last_flush >= self.flush_every:
             self.flush()
 
@@ -84,8 +87,13 @@ class DbReporter(Reporter):
         if not events and not candidates:
             return
         with self.db.session() as s:
-            repo.add_events(s, self.search_id, self.attempt, events)
+            repo.add_events(s, self.search_id, self.attempt, [_storable(e) for e in events])
             repo.upsert_candidates(s, self.search_id, _latest_per_arch(candidates))
+
+
+def finite(metrics: dict[str, Any]) -> dict[str, float]:
+    """Metrics the store can hold: JSON has no NaN or infinity (PostgreSQL refuses them), so those are left out."""
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and math.isfinite(v)}
 
 
 def _latest_per_arch(candidates: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -93,6 +101,12 @@ def _latest_per_arch(candidates: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for c in candidates:
         by_hash[repo.candidate_hash(c)] = c
     return list(by_hash.values())
+
+
+def _storable(event: Event) -> Event:
+    if all(math.isfinite(v) for v in event.metrics.values()):
+        return event
+    return event.model_copy(update={"metrics": finite(event.metrics)})
 
 
 class Heartbeat(threading.Thread):
@@ -211,7 +225,7 @@ def summarize(result: RunResult, out: Path) -> dict[str, Any]:
     final = [
         {
             "arch": f.arch.model_dump(mode="json"),
-            "metrics": f.metrics,
+            "metrics": finite(f.metrics),
             "path": Path(f.directory).resolve().relative_to(out).as_posix(),
         }
         for f in result.final
@@ -224,7 +238,7 @@ def _record_result(db: Database, search_id: str, out: Path, result: RunResult) -
     candidates = [
         {
             "arch": c.arch.model_dump(mode="json"),
-            "metrics": c.metrics,
+            "metrics": finite(c.metrics),
             "feasible": c.feasible,
             "pareto": c.pareto or c.arch.hash in pareto,
         }

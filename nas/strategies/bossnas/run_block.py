@@ -88,7 +88,10 @@ def train_and_rate(
     rating_phase = f"rating-{k}"
     started = time.perf_counter()
     reporter.phase_started(rating_phase, total=len(trainer.candidates))
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    cuda_devices = (
+        [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    )
+    with torch.random.fork_rng(devices=cuda_devices):
         torch.manual_seed(block_seed(seed, SALT_GLOBAL + 1, k))
         inputs = RatingData(data, opts, device, seed, k)
         ratings = rate_block(

@@ -51,8 +51,10 @@ def _decode_ratings(data: dict[str, Any]) -> dict[int, dict[Path, float]]:
 
 
 class BossNASStrategy(Strategy):
-    """Block-wise self-supervised NAS; ``train_supernet`` and ``score_architectures`` serve rank-correlation
-    studies."""
+    """BossNAS (Li et al., ICCV 2021): block-wise self-supervised ensemble bootstrapping, rating of every block path,
+    greedy or evolutionary search over the ratings.
+
+    ``train_supernet`` and ``score_architectures`` also serve rank-correlation studies."""
 
     name: ClassVar[str] = "bossnas"
     Options = BossNASOptions

@@ -1,0 +1,65 @@
+"""The search runner in-process (no Ray): what it writes to the store, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import math
+
+from nas.events import Event, EventType
+from nas.settings import Settings
+from nas.store import repo
+from tests.service_helpers import spec
+from workers.runner import DbReporter, finite, run_claim
+
+
+def _claim(database, body):
+    with database.session() as s:
+        user = repo.create_user(s, "alice")
+        row, _ = repo.create_search(s, user, body)
+    claim = repo.claim_next(database, free_cpus=4, free_gpus=0, per_user_limit=4, lease_s=60)
+    assert claim is not None and claim.search_id == row.id
+    return claim
+
+
+def test_runner_records_events_candidates_artifacts_and_result(database, tmp_path) -> None:
+    body = spec(strategy={"name": "spos", "options": {"epochs": 1, "evolution": {"population": 4, "generations": 1}}})
+    body["final"]["train"]["epochs"] = 1
+    claim = _claim(database, body)
+    settings = Settings(data_dir=tmp_path, heartbeat_s=0.2)
+    assert run_claim(settings, claim, db=database) == "succeeded"
+
+    with database.session() as s:
+        row = repo.get_search(s, claim.search_id)
+        events = repo.list_events(s, claim.search_id, limit=10_000)
+        candidates = repo.list_candidates(s, claim.search_id, limit=100)
+        artifacts = {a.name: a for a in repo.list_artifacts(s, claim.search_id)}
+    assert row.status == "succeeded" and row.lease_token is None and row.output_dir
+    assert row.result["final"][0]["path"].startswith("final/1-")
+    assert events[0].type == "log" and "runner started" in events[0].message
+    assert events[-1].type == "finished"
+    assert candidates.total >= 1 and any(c.pareto for c in candidates.items)
+    final = row.result["final"][0]["path"]
+    assert f"{final}/model.safetensors" in artifacts and "result.json" in artifacts
+
+
+def test_a_runner_whose_lease_is_gone_writes_nothing(database, tmp_path) -> None:
+    claim = _claim(database, spec())
+    assert repo.release_attempt(database, claim.search_id, claim.lease_token, "lost", backoff_s=0) == "queued"
+    assert run_claim(Settings(data_dir=tmp_path), claim, db=database) == "lost"
+    with database.session() as s:
+        assert repo.list_events(s, claim.search_id) == []
+        assert repo.get_search(s, claim.search_id).status == "queued"
+
+
+def test_non_finite_metrics_are_left_out_of_the_store(database) -> None:
+    """JSON has no NaN: PostgreSQL refuses it, so a strategy's NaN metric must not fail the run."""
+    assert finite({"a": 1.0, "b": math.nan, "c": math.inf, "d": 2}) == {"a": 1.0, "d": 2.0}
+    claim = _claim(database, spec())
+    reporter = DbReporter(database, claim.search_id, claim.attempt)
+    arch = {"space": "nasnet", "version": "1", "choices": {"x": 1}}
+    reporter.emit(Event(type=EventType.CANDIDATE, phase="evolution", metrics={"acc": math.nan, "params": 5.0},
+                        data={"arch": arch}))  # fmt: skip
+    reporter.flush()
+    with database.session() as s:
+        [event] = repo.list_events(s, claim.search_id)
+        [cand] = repo.list_candidates(s, claim.search_id).items
+    assert event.metrics == {"params": 5.0} and cand.metrics == {"params": 5.0}
