@@ -28,6 +28,7 @@ TINY = StudyConfig(
     archs=4,
     epochs=3,
     block_epochs=1,
+    repeats=2,
     batch_size=16,
     rating_batches=1,
     eval_batch_size=16,
@@ -50,11 +51,13 @@ def test_study_reports_every_architecture_and_finite_correlations(result) -> Non
     for r in rows:
         space.validate(space.make(r["choices"]))
         assert 0.0 <= r["test_accuracy"] <= 1.0 and 0.0 <= r["spos_val_accuracy"] <= 1.0
+        assert len(r["test_accuracy_runs"]) == TINY.repeats
+        assert r["test_accuracy"] == pytest.approx(sum(r["test_accuracy_runs"]) / TINY.repeats)
         assert r["params"] > 0 and r["macs"] > 0
         # sum over 4 blocks of (loss + 4), each loss in [-4, 4]
         assert math.isfinite(r["bossnas_score"]) and 0.0 <= r["bossnas_score"] <= 4 * 8.0
     assert len({r["test_accuracy"] for r in rows}) > 1, "the tiny config must give distinct accuracies"
-    for name in ("spos", "bossnas", "params", "macs"):
+    for name in ("spos", "bossnas", "params", "macs", "repeat_agreement"):
         c = result["correlations"][name]
         for key in ("kendall_tau", "spearman_rho"):
             assert c[key] is not None and math.isfinite(c[key]) and -1.0 <= c[key] <= 1.0, (name, key, c)
@@ -66,6 +69,8 @@ def test_study_correlations_match_its_table(result) -> None:
     acc = [r["test_accuracy"] for r in rows]
     assert result["correlations"]["spos"] == correlation([r["spos_val_accuracy"] for r in rows], acc, True)
     assert result["correlations"]["bossnas"] == correlation([r["bossnas_score"] for r in rows], acc, False)
+    first, second = ([r["test_accuracy_runs"][i] for r in rows] for i in (0, 1))
+    assert result["correlations"]["repeat_agreement"] == correlation(first, second, True)
 
 
 def test_study_records_budget_timings_and_machine(result) -> None:
@@ -76,7 +81,9 @@ def test_study_records_budget_timings_and_machine(result) -> None:
     assert result["data"]["train"] == TINY.limit
     for key in ("standalone_s", "spos_train_s", "spos_score_s", "bossnas_train_s", "bossnas_score_s", "total_s"):
         assert result["timings"][key] >= 0.0
-    assert result["timings"]["total_s"] >= result["timings"]["standalone_s"] + result["timings"]["bossnas_train_s"]
+    t = result["timings"]
+    assert t["total_s"] >= t["standalone_s"] + t["bossnas_train_s"]
+    assert 0.0 < t["bossnas_block_training_s"] + t["bossnas_block_rating_s"] <= t["bossnas_train_s"] + 0.2
     assert len(result["load_average"]["start"]) == 3 and result["machine"]["cpus"] >= 1
     assert result["config"]["space"] == "hytra" and result["config"]["macro"]["image_size"] == 8
     table = format_table(result)
