@@ -20,17 +20,7 @@ from nas.settings import Settings
 from nas.store import Database, repo
 from nas.store.migrate import downgrade
 from nas.store.models import Search
-
-SPEC: dict[str, Any] = {
-    "name": "t",
-    "space": {"name": "nasnet", "macro": {"cells_per_stack": 1, "filters": 8}},
-    "dataset": {"name": "digits"},
-    "strategy": {"name": "random", "options": {}},
-}
-
-
-def spec(**changes: Any) -> dict[str, Any]:
-    return {**json.loads(json.dumps(SPEC)), **changes}
+from tests.api_helpers import spec
 
 
 @dataclass

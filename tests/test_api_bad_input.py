@@ -18,18 +18,9 @@ from api.app import create_app
 from nas.client.models import ClusterOut
 from nas.settings import Settings
 from nas.store import Database, repo
+from tests.api_helpers import spec
 
 URL = "/api/v1/searches"
-SPEC: dict[str, Any] = {
-    "name": "t",
-    "space": {"name": "nasnet", "macro": {"cells_per_stack": 1, "filters": 8}},
-    "dataset": {"name": "digits"},
-    "strategy": {"name": "random", "options": {}},
-}
-
-
-def spec(**changes: Any) -> dict[str, Any]:
-    return {**json.loads(json.dumps(SPEC)), **changes}
 
 
 @dataclass
