@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING
 
 import torch
@@ -84,6 +84,25 @@ class Supernet(nn.Module):
 
 
 @torch.no_grad()
+def fitting(source: Mapping[str, Tensor], skey: str, key: str, target: Tensor) -> Tensor:
+    """``source[skey]``, which must have the shape of the standalone network's ``key`` (``target``)."""
+    tensor = source[skey]
+    if tensor.shape != target.shape:
+        raise RuntimeError(f"supernet tensor {skey} {tuple(tensor.shape)} does not fit {key}")
+    return tensor
+
+
+@torch.no_grad()
+def inherit_weights(net: nn.Module, supernet: nn.Module, tensor_for: Callable[[str, Tensor], Tensor]) -> nn.Module:
+    """Fill every state entry ``key`` of the standalone ``net`` with a copy of ``tensor_for(key, entry)`` (taken
+    from the supernet), then give ``net`` the supernet's device and training mode. The core of ``extract``."""
+    state = {key: tensor_for(key, value).detach().clone() for key, value in net.state_dict().items()}
+    net.load_state_dict(state)
+    net.to(next(supernet.parameters()).device)
+    net.train(supernet.training)
+    return net
+
+
 def recalibrate_bn(model: nn.Module, batches: Iterable[Tensor]) -> int:
     """Re-estimate BatchNorm running statistics of ``model`` (for its current path) from ``batches``.
 

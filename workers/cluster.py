@@ -4,25 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import tempfile
 from pathlib import Path
-from typing import Any
 
 from nas.settings import Settings
+from nas.strategies.ray_local import import_ray, init_local
 
 log = logging.getLogger(__name__)
 
 NAMESPACE = "nas"
 MAX_TEMP_LEN = 60  # Ray puts unix sockets below its temp dir; their paths must stay under ~107 bytes
-
-
-def import_ray() -> Any:
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    import ray
-
-    return ray
 
 
 def ray_temp_dir(settings: Settings) -> Path:
@@ -46,16 +37,7 @@ def connect(settings: Settings) -> str:
     temp = ray_temp_dir(settings)
     temp.mkdir(parents=True, exist_ok=True)
     log.info("starting a local Ray instance in %s", temp)
-    ray.init(
-        num_cpus=settings.local_cpus,
-        num_gpus=settings.local_gpus,
-        namespace=NAMESPACE,
-        include_dashboard=False,
-        log_to_driver=False,
-        configure_logging=False,
-        _temp_dir=str(temp),
-        _node_ip_address="127.0.0.1",
-    )
+    init_local(str(temp), num_cpus=settings.local_cpus, num_gpus=settings.local_gpus, namespace=NAMESPACE)
     return "local"
 
 

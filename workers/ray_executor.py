@@ -11,7 +11,8 @@ from typing import Any
 from nas.client.models import ClusterOut, NodeOut
 from nas.settings import Settings
 from nas.store.repo import Claim
-from workers.cluster import NAMESPACE, connect, disconnect, import_ray
+from nas.strategies.ray_local import import_ray
+from workers.cluster import NAMESPACE, connect, disconnect
 from workers.executor import Ended
 
 log = logging.getLogger(__name__)

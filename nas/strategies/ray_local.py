@@ -27,10 +27,26 @@ def ray_available() -> bool:
 
 
 def import_ray() -> Any:
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # a local Ray binds to 127.0.0.1 only
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
 
     return ray
+
+
+def init_local(temp_dir: str, *, num_cpus: int | None, num_gpus: int | None, namespace: str | None = None) -> None:
+    """Start Ray in this process: bound to 127.0.0.1, no dashboard, its session folder in ``temp_dir`` (keep the
+    path short: Ray puts unix sockets below it)."""
+    import_ray().init(
+        num_cpus=num_cpus,
+        num_gpus=num_gpus,
+        namespace=namespace,
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=False,
+        _temp_dir=temp_dir,
+        _node_ip_address="127.0.0.1",
+    )
 
 
 class LocalRay:
@@ -52,15 +68,7 @@ class LocalRay:
         # Ray's socket paths must stay short: a fresh folder directly under /tmp
         self._temp = tempfile.mkdtemp(prefix="ray-nas-", dir="/tmp" if Path("/tmp").is_dir() else None)
         log.info("starting a local Ray instance (%d CPUs, %d GPUs) in %s", cpus, gpus, self._temp)
-        self.ray.init(
-            num_cpus=cpus,
-            num_gpus=gpus,
-            include_dashboard=False,
-            log_to_driver=False,
-            configure_logging=False,
-            _temp_dir=self._temp,
-            _node_ip_address="127.0.0.1",
-        )
+        init_local(self._temp, num_cpus=cpus, num_gpus=gpus)
         self.started = True
 
     def close(self) -> None:

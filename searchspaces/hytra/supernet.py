@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from nas.errors import InvalidInput
-from nas.supernet import Supernet
+from nas.supernet import Supernet, fitting, inherit_weights
 from searchspaces.hytra.encoding import LAYERS_PER_BLOCK, NUM_BLOCKS, NUM_LEVELS, OP_KIND, OP_LEVEL, STEM_LEVEL
 from searchspaces.hytra.network import (
     LayerSpec,
@@ -231,14 +231,4 @@ class HyTraSupernet(Supernet):
         net = self.space.build(arch, self.macro)
         paths = self.paths_of(arch)
         source = self.state_dict()
-        state: dict[str, Any] = {}
-        for key, value in net.state_dict().items():
-            skey = self._source_key(key, paths)
-            tensor = source[skey]
-            if tensor.shape != value.shape:
-                raise RuntimeError(f"supernet tensor {skey} {tuple(tensor.shape)} does not fit {key}")
-            state[key] = tensor.detach().clone()
-        net.load_state_dict(state)
-        net.to(next(self.parameters()).device)
-        net.train(self.training)
-        return net
+        return inherit_weights(net, self, lambda key, t: fitting(source, self._source_key(key, paths), key, t))

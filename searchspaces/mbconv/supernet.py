@@ -11,14 +11,14 @@ from __future__ import annotations
 import itertools
 import random
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from nas.errors import InvalidInput
 from nas.ops.mbconv import ResidualShortcut
-from nas.supernet import Supernet
+from nas.supernet import Supernet, fitting, inherit_weights
 from searchspaces.mbconv.encoding import MBCONV_OPS, MBCONV_STAGES
 from searchspaces.mbconv.network import (
     MBConvHead,
@@ -151,17 +151,11 @@ class MBConvSupernet(Supernet):
         net = self.space.build(arch, self.macro)
         ops = [o for p in self.paths_of(arch) for o in p]
         source = self.state_dict()
-        state: dict[str, Any] = {}
-        for key, value in net.state_dict().items():
+
+        def source_key(key: str) -> str:
             parts = key.split(".")
-            skey = key
             if parts[0] == "layers" and parts[2] == "op":
-                skey = ".".join(["layers", parts[1], "ops", str(ops[int(parts[1])]), *parts[3:]])
-            tensor = source[skey]
-            if tensor.shape != value.shape:
-                raise RuntimeError(f"supernet tensor {skey} {tuple(tensor.shape)} does not fit {key}")
-            state[key] = tensor.detach().clone()
-        net.load_state_dict(state)
-        net.to(next(self.parameters()).device)
-        net.train(self.training)
-        return net
+                return ".".join(["layers", parts[1], "ops", str(ops[int(parts[1])]), *parts[3:]])
+            return key
+
+        return inherit_weights(net, self, lambda key, t: fitting(source, source_key(key), key, t))

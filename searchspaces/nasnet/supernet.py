@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from nas.ops.conv import ReLUConvBN
-from nas.supernet import Supernet
+from nas.supernet import Supernet, fitting, inherit_weights
 from searchspaces.nasnet.cells import (
     CellSpec,
     applies_drop_path,
@@ -241,17 +241,14 @@ class NASNetSupernet(Supernet):
         net = self.space.build(arch, self.macro)
         layout = self._layout(arch)
         source = self.net.state_dict()
-        state: dict[str, Tensor] = {}
-        for key, value in net.state_dict().items():
+
+        def tensor_for(key: str, target: Tensor) -> Tensor:
             skey, consumer = self._source_key(key, arch)
             tensor = source[skey]
-            if tensor.shape != value.shape:
-                cols = layout.get(consumer) if consumer is not None else None
-                if cols is None or tensor.dim() < 2:
-                    raise RuntimeError(f"supernet tensor {skey} {tuple(tensor.shape)} does not fit {key}")
+            cols = layout.get(consumer) if consumer is not None else None
+            if tensor.shape != target.shape and cols is not None and tensor.dim() >= 2:
+                # a layer reading a cell output holds weights for the widest concat set: keep this path's columns
                 tensor = tensor.index_select(1, torch.tensor(cols, dtype=torch.long, device=tensor.device))
-            state[key] = tensor.detach().clone()
-        net.load_state_dict(state)
-        net.to(next(self.parameters()).device)
-        net.train(self.training)
-        return net
+            return fitting({skey: tensor}, skey, key, target)
+
+        return inherit_weights(net, self, tensor_for)
