@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import logging
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from nas.errors import InvalidInput
@@ -49,7 +50,7 @@ def prepare(settings: Settings) -> Controller:
     return Controller(settings, db, token_file)
 
 
-def serve(settings: Settings, *, on_ready: object = None) -> None:
+def serve(settings: Settings, *, on_ready: Callable[[Controller], None] | None = None) -> None:
     """Run the controller until interrupted."""
     import uvicorn
 
@@ -62,7 +63,7 @@ def serve(settings: Settings, *, on_ready: object = None) -> None:
     try:
         scheduler = Scheduler(settings, controller.db, executor) if settings.scheduler else None
         app = create_app(settings, db=controller.db, executor=executor, scheduler=scheduler)
-        if callable(on_ready):
+        if on_ready is not None:
             on_ready(controller)
         uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", timeout_graceful_shutdown=5)
     finally:
