@@ -31,8 +31,9 @@ COPY nas ./nas
 COPY searchspaces ./searchspaces
 COPY api ./api
 COPY workers ./workers
-RUN pip install ".[ray]" \
- && python -c "import torch, ray, nas.cli; print('torch', torch.__version__, 'ray', ray.__version__)"
+COPY service ./service
+RUN pip install ".[service]" \
+ && python -c "import torch, ray, nas.cli, api.app; print('torch', torch.__version__, 'ray', ray.__version__)"
 
 RUN useradd --create-home --uid 10001 --user-group nas \
  && mkdir -p /data /datasets \

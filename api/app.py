@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from fastapi import FastAPI
@@ -15,8 +15,12 @@ from api.deps import API_PREFIX
 from api.metrics import Metrics, MetricsMiddleware
 from api.problems import BodyLimitMiddleware, install_handlers, problem_media_types
 from api.routers import API_ROUTERS, health
-from nas.settings import Settings
-from nas.store import Database, upgrade
+from service.settings import Settings
+from service.store import Database, upgrade
+
+if TYPE_CHECKING:
+    from api.scheduler import Scheduler
+    from workers.executor import Executor
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +37,8 @@ def create_app(
     settings: Settings,
     *,
     db: Database | None = None,
-    executor: Any | None = None,
-    scheduler: Any | None = None,
+    executor: Executor | None = None,
+    scheduler: Scheduler | None = None,
 ) -> FastAPI:
     """The API app. Without ``db`` it opens ``settings.db_url`` and migrates it at startup.
 

@@ -14,9 +14,9 @@ from sqlalchemy.exc import IntegrityError
 
 from api.deps import DbDep, SettingsDep
 from api.problems import ProblemError
-from nas.store import repo
-from nas.store.db import Database
-from nas.store.models import User
+from service.store import repo
+from service.store.db import Database
+from service.store.models import User
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -22,9 +22,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Start the service: REST API, scheduler and Ray (in-process unless NAS_RAY_ADDRESS is set)."""
         from api.serve import Controller, serve
-        from nas.settings import Settings
+        from service.settings import Settings
 
-        overrides: dict[str, object] = {}
+        overrides: dict[str, Any] = {}
         if host is not None:
             overrides["host"] = host
         if port is not None:

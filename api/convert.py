@@ -8,7 +8,7 @@ from pydantic import ValidationError
 
 from nas.client.models import ArtifactOut, CandidateOut, EventOut, Progress, ResultOut, SearchOut
 from nas.spec import SearchSpec
-from nas.store.models import Artifact, CandidateRow, Search, SearchEvent
+from service.store.models import Artifact, CandidateRow, Search, SearchEvent
 
 log = logging.getLogger(__name__)
 

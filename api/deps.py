@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
-from nas.settings import Settings
-from nas.store import repo
-from nas.store.db import Database
-from nas.store.models import Search, User
+from service.settings import Settings
+from service.store import repo
+from service.store.db import Database
+from service.store.models import Search, User
+from workers.executor import Executor
 
 API_PREFIX = "/api/v1"
 
@@ -30,13 +31,15 @@ def get_db(request: Request) -> Database:
     return db
 
 
-def get_executor(request: Request) -> Any:
-    return request.app.state.executor
+def get_executor(request: Request) -> Executor | None:
+    """The app's executor (None when the app runs without one, e.g. in tests of the API alone)."""
+    executor: Executor | None = request.app.state.executor
+    return executor
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 DbDep = Annotated[Database, Depends(get_db)]
-ExecutorDep = Annotated[Any, Depends(get_executor)]
+ExecutorDep = Annotated[Executor | None, Depends(get_executor)]
 
 
 def find_search(s: Session, search_id: str, user: User, *, lock: bool = False) -> Search:

@@ -16,9 +16,9 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from nas.store import repo
-from nas.store.db import Database
-from nas.store.models import STATUSES
+from service.store import repo
+from service.store.db import Database
+from service.store.models import STATUSES
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from nas.client.models import Problem, ProblemField
 from nas.errors import InvalidInput
-from nas.store.repo import StoreError
+from service.store.repo import StoreError
 
 log = logging.getLogger(__name__)
 

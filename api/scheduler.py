@@ -11,10 +11,10 @@ import threading
 import time
 import uuid
 
-from nas.settings import Settings
-from nas.store import Database, repo
-from nas.store.models import Search, utcnow
-from nas.store.repo import LeaseLost
+from service.settings import Settings
+from service.store import Database, repo
+from service.store.models import Search, utcnow
+from service.store.repo import LeaseLost
 from workers.executor import Executor
 
 log = logging.getLogger(__name__)

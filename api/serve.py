@@ -9,9 +9,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from nas.errors import InvalidInput
-from nas.settings import Settings
-from nas.store import Database, upgrade
-from nas.store.repo import ensure_local_admin
+from service.settings import Settings
+from service.store import Database, upgrade
+from service.store.repo import ensure_local_admin
 
 log = logging.getLogger(__name__)
 

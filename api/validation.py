@@ -13,13 +13,16 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from api.problems import ProblemError, format_loc
 from nas.data.paths import FIELD as DATASET_PATH_FIELD
 from nas.data.paths import PathGuard
 from nas.errors import InvalidInput
 from nas.spec import SearchSpec
+
+if TYPE_CHECKING:
+    from workers.executor import Executor
 
 # dataset kinds read from one file; the others read a folder (see nas/data/: npz.py vs cifar.py, imagefolder.py)
 FILE_DATASETS = {"npz"}
@@ -93,12 +96,12 @@ def check_dataset_path(spec: SearchSpec, roots: Sequence[Path]) -> None:
         raise invalid(field, f"{path!r} cannot be read: {exc.strerror or exc}") from exc
 
 
-def check_resources(spec: SearchSpec, executor: Any, need: tuple[float, float]) -> None:
+def check_resources(spec: SearchSpec, executor: Executor | None, need: tuple[float, float]) -> None:
     """On a local (single-machine) cluster a search asking for more than the machine has would wait forever.
 
     ``need`` is what the search reserves in all (its runner plus, e.g., data-parallel workers).
     """
-    if executor is None or getattr(executor, "mode", None) != "local":
+    if executor is None or executor.mode != "local":
         return
     total = executor.cluster().total
     if not total:  # nothing known about the machine
@@ -113,7 +116,7 @@ def check_resources(spec: SearchSpec, executor: Any, need: tuple[float, float]) 
             )
 
 
-def validate_search(spec: SearchSpec, *, roots: Sequence[Path], executor: Any) -> tuple[float, float]:
+def validate_search(spec: SearchSpec, *, roots: Sequence[Path], executor: Executor | None) -> tuple[float, float]:
     """Every check a submitted spec must pass; raises a 422 ProblemError naming the field.
 
     Returns the (CPUs, GPUs) the scheduler reserves for the search.

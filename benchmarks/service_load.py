@@ -26,7 +26,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from api.launcher import ServiceProcess
-from nas.store import Database, repo, upgrade
+from service.store import Database, repo, upgrade
 
 SPEC: dict[str, Any] = {
     "name": "bench",

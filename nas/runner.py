@@ -21,11 +21,13 @@ import torch
 
 from nas.arch import canonical_json
 from nas.checkpoint import CheckpointStore
+from nas.data.registry import dataset_info
 from nas.errors import InvalidInput
 from nas.events import Event, EventType, MultiReporter, Reporter
 from nas.space import MacroBase, SearchSpace, get_space
 from nas.spec import Candidate, FinalModel, RunResult, SearchResult, SearchSpec
 from nas.strategies.base import SearchContext, Strategy, get_strategy
+from nas.tasks import DEFAULT_TASKS, check_tasks
 from nas.train import Trainer, evaluate, fit, seed_everything
 
 log = logging.getLogger(__name__)
@@ -41,10 +43,12 @@ class Plan:
 
 
 def plan_search(spec: SearchSpec) -> Plan:
-    """Resolve and validate every part of ``spec`` that can be checked without data. Raises InvalidInput."""
+    """Resolve and validate every part of ``spec`` that can be checked without data: the space, the strategy, that
+    both and the dataset serve the task (classification: specs name no task yet), the macro. Raises InvalidInput."""
     space = get_space(spec.space.name, **spec.space.options)
     strategy = get_strategy(spec.strategy.name, spec.strategy.options)
     strategy.check_space(space)
+    check_tasks(DEFAULT_TASKS, space=space, strategy=strategy, dataset=dataset_info(spec.dataset.name))
     space.macro(spec.space.macro)  # field errors name macro.<field>
     try:
         space.macro({**spec.space.macro, **spec.final.macro})
@@ -268,11 +272,12 @@ def _final_phase(
 
 
 def _costs(space: SearchSpace, cand: Candidate, macro: MacroBase, ctx: SearchContext) -> dict[str, float]:
-    from nas.measure import measure_costs
+    from nas.measure import measure_build_costs
 
     size = ctx.latency_input_size or ctx.data.image_size
-    return measure_costs(
-        space.build(cand.arch, macro.for_inference()),
+    inference = macro.for_inference()
+    return measure_build_costs(
+        lambda: space.build(cand.arch, inference),
         (1, ctx.data.channels, size, size),
         device=ctx.device,
         latency="latency" in ctx.cost_metrics,

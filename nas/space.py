@@ -1,4 +1,14 @@
-"""The SearchSpace interface and the registry of spaces (spaces plug in through the ``nas.spaces`` entry point)."""
+"""The SearchSpace interface, the optional capabilities a space may have, and the registry of spaces (spaces plug in
+through the ``nas.spaces`` entry point).
+
+Capabilities are typed protocols, checked with ``isinstance`` by the strategies that use them:
+
+- :class:`FairPaths`: ``fair_paths(rng)``, FairNAS strict fairness (SPOS with ``strict_fairness``);
+- :class:`Suggest`: ``suggest(trial)``, Optuna define-by-run proposals (the ``optuna`` strategy);
+- block-wise spaces (HyTra, BossNAS's MBConv) list their blocks in :meth:`SearchSpace.blocks` and build a supernet
+  implementing :class:`nas.supernet.BlockwiseSupernet` (BossNAS);
+- the tasks a space serves are in ``SearchSpace.tasks`` (see :mod:`nas.tasks`).
+"""
 
 from __future__ import annotations
 
@@ -6,17 +16,17 @@ import math
 import random
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from functools import cache
-from importlib.metadata import entry_points
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from nas.arch import Architecture
 from nas.errors import InvalidInput
+from nas.registry import Registry
 
 if TYPE_CHECKING:
+    from optuna.trial import Trial
     from torch import nn
 
     from nas.supernet import Supernet
@@ -56,11 +66,30 @@ class Preset(BaseModel):
 
 @dataclass(frozen=True)
 class BlockInfo:
-    """One independently trainable block of a block-wise space (HyTra): its index and candidate paths."""
+    """One independently trainable block of a block-wise space (HyTra, MBConv): its index, its name and its
+    candidate paths (an op index per layer)."""
 
     index: int
     name: str
-    candidates: list[Any] = field(default_factory=list)
+    candidates: list[tuple[int, ...]] = field(default_factory=list)
+
+
+@runtime_checkable
+class FairPaths(Protocol):
+    """A space that draws FairNAS strict-fairness groups (Chu et al., ICCV 2021): ``fair_paths(rng)`` returns a group
+    of architectures in which every choice of every layer appears equally often (NASNet: every op equally often, every
+    input choice at least once and equally often up to one). SPOS with ``strict_fairness`` trains the supernet on one
+    such group per step (NASNet has it, HyTra and MBConv do not)."""
+
+    def fair_paths(self, rng: random.Random) -> list[Architecture]: ...
+
+
+@runtime_checkable
+class Suggest(Protocol):
+    """A space that proposes architectures define-by-run through an Optuna trial (one ``trial.suggest_*`` call per
+    choice), so Optuna's samplers see the choices; the ``optuna`` strategy samples uniformly from other spaces."""
+
+    def suggest(self, trial: Trial) -> Architecture: ...
 
 
 def parse_model(model: type[BaseModel], data: Any, where: str) -> Any:
@@ -79,8 +108,10 @@ class SearchSpace(ABC):
     """A family of architectures, with the operations a search needs.
 
     Spaces are configured by ``Options`` (what is in the space) and build networks from an Architecture and a
-    ``Macro`` (how big and for which data). Block-wise spaces override :meth:`blocks`; multi-task spaces list their
-    task heads in ``tasks``.
+    ``Macro`` (how big and for which data). Block-wise spaces override :meth:`blocks` and build a supernet that
+    implements :class:`nas.supernet.BlockwiseSupernet`; ``tasks`` names the tasks (:mod:`nas.tasks`) the space's
+    networks serve, classification unless a space says otherwise. Optional capabilities: :class:`FairPaths`,
+    :class:`Suggest`.
     """
 
     name: ClassVar[str]
@@ -146,7 +177,8 @@ class SearchSpace(ABC):
         """The weight-sharing supernet. ``mode`` is 'single_path' or, where supported, 'differentiable'."""
 
     def blocks(self) -> list[BlockInfo] | None:
-        """The independently trainable blocks of a block-wise space; None for other spaces."""
+        """The independently trainable blocks of a block-wise space; None for other spaces. A space that lists
+        blocks builds a supernet implementing :class:`nas.supernet.BlockwiseSupernet`."""
         return None
 
     def standalone_modules(self) -> list[ModuleType]:
@@ -192,32 +224,21 @@ def log10_sum(terms: list[float]) -> float:
     return top + math.log10(sum(10 ** (t - top) for t in terms))
 
 
-_extra_spaces: dict[str, type[SearchSpace]] = {}
+SPACES: Registry[type[SearchSpace]] = Registry("space", field="space", group="nas.spaces")
 
 
 def register_space(cls: type[SearchSpace]) -> type[SearchSpace]:
     """Register a space class at run time (entry points are the normal way)."""
-    _extra_spaces[cls.name] = cls
-    return cls
-
-
-@cache
-def _entry_point_spaces() -> dict[str, Any]:
-    return {ep.name: ep for ep in entry_points(group="nas.spaces")}
+    return SPACES.register(cls.name, cls)
 
 
 def space_names() -> list[str]:
-    return sorted(set(_entry_point_spaces()) | set(_extra_spaces))
+    return SPACES.names()
 
 
 def space_class(name: str) -> type[SearchSpace]:
-    if name in _extra_spaces:
-        return _extra_spaces[name]
-    eps = _entry_point_spaces()
-    if name not in eps:
-        raise InvalidInput("space", f"unknown space {name!r}; allowed: {', '.join(space_names()) or 'none'}")
-    cls = eps[name].load()
-    return cls  # type: ignore[no-any-return]
+    """The space class registered as ``name``; InvalidInput('space') listing the allowed names if none is."""
+    return SPACES.get(name)
 
 
 def get_space(name: str, **options: Any) -> SearchSpace:

@@ -93,6 +93,10 @@ class ResourceSpec(Strict):
     gpus: float = Field(0.0, ge=0.0, le=64, description="GPUs of the search runner (fractions share one GPU)")
 
 
+def _accuracy_only() -> list[Metric]:
+    return ["accuracy"]
+
+
 class SearchSpec(Strict):
     """A whole search: what to search, on which data, how, for what and within which limits."""
 
@@ -100,7 +104,7 @@ class SearchSpec(Strict):
     space: SpaceSpec
     dataset: DatasetSpec
     strategy: StrategySpec = Field(default_factory=StrategySpec)
-    objectives: list[Metric] = Field(default_factory=lambda: ["accuracy"], min_length=1)
+    objectives: list[Metric] = Field(default_factory=_accuracy_only, min_length=1)
     constraints: list[ConstraintSpec] = Field(default_factory=list)
     final: FinalSpec = Field(default_factory=FinalSpec)
     seed: int = Field(0, ge=0, le=2**31 - 1)

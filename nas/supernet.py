@@ -1,10 +1,11 @@
-"""Weight-sharing machinery: choice modules, path activation, differentiable mixing, BatchNorm recalibration."""
+"""Weight-sharing machinery: choice modules, path activation, differentiable mixing, BatchNorm recalibration, and
+the block-wise supernet interface (:class:`BlockwiseSupernet`) that BossNAS trains through."""
 
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Generic, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -81,6 +82,88 @@ class Supernet(nn.Module):
 
     def derive(self) -> Architecture:
         raise NotImplementedError(f"{type(self).__name__} is not differentiable")
+
+
+BlockPath = tuple[int, ...]
+"""A candidate path of one block: an op index per layer of the block."""
+
+
+@runtime_checkable
+class BlockwiseSupernet(Protocol):
+    """A single-path supernet that runs block by block (HyTra, BossNAS's MBConv): what BossNAS trains.
+
+    The network is ``head_forward(block_{n-1}( ... block_0(stem_forward(x))))``; block ``k`` runs one of its
+    candidate paths (:data:`BlockPath`). Spaces that search the resolution (HyTra) place every block input and
+    output at a *level* (0 = the stem's output, each level halves the side): a path runs on some input levels only
+    and ends at one level. Spaces without (MBConv) have the single level 0.
+
+    Implementations are ``Supernet`` subclasses that also list this protocol among their bases, so mypy checks
+    their signatures; the spaces whose ``blocks()`` is not None build one. ``isinstance(x, BlockwiseSupernet)``
+    checks that every member is present.
+    """
+
+    @property
+    def num_blocks(self) -> int:
+        """The number of blocks."""
+        ...
+
+    def stem_forward(self, x: Tensor) -> Tensor:
+        """The stem's output (level 0) for images ``x``; block 0 reads it."""
+        ...
+
+    def forward_block(self, k: int, x: Tensor, path: Sequence[int], start_level: int) -> Tensor:
+        """Block ``k`` on ``path``; ``x`` is the previous block's output (the stem's for block 0), at
+        ``start_level``."""
+        ...
+
+    def head_forward(self, x: Tensor) -> Tensor:
+        """The network's output (logits) from the last block's output."""
+        ...
+
+    def block_paths(self, k: int, start_level: int | None = None) -> list[BlockPath]:
+        """Block ``k``'s candidate paths: all of them (None) or those that run on an input at ``start_level``."""
+        ...
+
+    def path_start_levels(self, k: int) -> list[int]:
+        """The input levels block ``k`` can read (block 0: the stem's level only)."""
+        ...
+
+    def path_end_level(self, k: int, path: Sequence[int]) -> int:
+        """The level of block ``k``'s output on ``path``."""
+        ...
+
+    def path_completes(self, k: int, path: Sequence[int]) -> bool:
+        """Whether the later blocks have a path that can follow ``path`` of block ``k``."""
+        ...
+
+    def block_modules(self, k: int) -> list[nn.Module]:
+        """The modules that hold block ``k``'s weights (block 0 also owns the stem): what training block ``k``
+        updates and what freezing it stops."""
+        ...
+
+    def block_output_shape(self, k: int, path: Sequence[int]) -> tuple[int, int]:
+        """(channels, side) of block ``k``'s output on ``path`` for the macro's image size."""
+        ...
+
+    def reference_paths(self) -> list[BlockPath]:
+        """A fixed path per block such that block ``k`` reads, from the reference paths of blocks < k, an input on
+        which every one of its candidates runs; blocks trained independently are fed through these."""
+        ...
+
+    def arch_from_paths(self, paths: Sequence[Sequence[int]]) -> Architecture:
+        """The architecture made of one path per block."""
+        ...
+
+    def paths_of(self, arch: Architecture) -> list[BlockPath]:
+        """An architecture's path per block."""
+        ...
+
+
+def missing_members(obj: object, protocol: type) -> list[str]:
+    """The public members of ``protocol`` (a Protocol class) that ``obj`` lacks, for error messages."""
+    layers = [klass for klass in protocol.__mro__ if klass not in (object, Protocol, Generic)]
+    members = {name for klass in layers for name in (*vars(klass), *vars(klass).get("__annotations__", {}))}
+    return sorted(name for name in members if not name.startswith("_") and not hasattr(obj, name))
 
 
 @torch.no_grad()

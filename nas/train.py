@@ -68,7 +68,7 @@ def autocast(enabled: bool, device: torch.device) -> contextlib.AbstractContextM
 def prepare_model(model: nn.Module, cfg: TrainSpec, device: torch.device) -> nn.Module:
     model = model.to(device)
     if cfg.channels_last and device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # missing from the stubs
     return model
 
 

@@ -8,8 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from nas.settings import Settings
-from nas.store import Database, repo
+from service.settings import Settings
+from service.store import Database, repo
 
 FAST_ENV = {
     "NAS_HEARTBEAT_S": "1",

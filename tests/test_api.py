@@ -16,10 +16,10 @@ from sqlalchemy import update
 from api.app import create_app
 from nas.client.models import ClusterOut, NodeOut, SearchOut
 from nas.events import Event, EventType
-from nas.settings import Settings
-from nas.store import Database, repo
-from nas.store.migrate import downgrade
-from nas.store.models import Search
+from service.settings import Settings
+from service.store import Database, repo
+from service.store.migrate import downgrade
+from service.store.models import Search
 from tests.api_helpers import spec
 
 
@@ -352,6 +352,7 @@ def test_spaces_strategies_datasets(env: Env) -> None:
     assert {"random", "spos", "darts", "optuna"} <= set(strategies)
     assert "trials" in strategies["random"]["options_schema"]["properties"]
     assert "epochs" in strategies["spos"]["options_schema"]["properties"]
+    assert strategies["spos"]["tasks"] == ["classification"]
 
     datasets = {d["name"]: d for d in env.client.get("/api/v1/datasets", headers=env.h("alice")).json()}
     assert datasets["digits"]["needs_path"] is False and datasets["npz"]["needs_path"] is True

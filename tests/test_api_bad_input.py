@@ -16,8 +16,8 @@ from httpx import Response
 
 from api.app import create_app
 from nas.client.models import ClusterOut
-from nas.settings import Settings
-from nas.store import Database, repo
+from service.settings import Settings
+from service.store import Database, repo
 from tests.api_helpers import spec
 
 URL = "/api/v1/searches"

@@ -14,8 +14,10 @@ import pytest
 import uvicorn
 
 from api.app import create_app
-from nas.settings import Settings
-from nas.store import Database, repo
+from service.settings import Settings
+from service.store import Database, repo
+
+pytestmark = pytest.mark.slow  # 200 concurrent requests to a real server, per backend
 
 N = 200
 SPEC = {

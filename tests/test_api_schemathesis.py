@@ -26,9 +26,11 @@ from sqlalchemy import update
 
 from api.app import create_app
 from nas.events import Event, EventType
-from nas.settings import Settings
-from nas.store import Database, repo, upgrade
-from nas.store.models import Search
+from service.settings import Settings
+from service.store import Database, repo, upgrade
+from service.store.models import Search
+
+pytestmark = pytest.mark.slow  # property-based fuzzing of every operation
 
 CHECKS = [
     not_a_server_error,

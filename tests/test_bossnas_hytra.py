@@ -24,6 +24,9 @@ from nas.strategies.bossnas.search import RatedSpace
 from tests.conftest import tiny_splits
 from tests.test_bossnas_strategy import CancelAt
 
+# a whole BossNAS search on HyTra (trained once for the module, ~15 s on one core)
+pytestmark = pytest.mark.slow
+
 TINY = {"stem": "small", "stem_channels": 4, "widths": [8, 8, 16, 16], "head_dim": 2, "image_size": 8}
 OPTIONS: dict[str, Any] = {
     "epochs_per_block": 2,

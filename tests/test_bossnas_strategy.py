@@ -63,6 +63,8 @@ class BlockToyNet(nn.Module):
 
 
 class BlockToySupernet(Supernet):
+    """Implements nas.supernet.BlockwiseSupernet structurally (without listing it as a base)."""
+
     num_blocks = BLOCKS
 
     def __init__(self, space: BlockToySpace, m: BlockToyMacro) -> None:
@@ -123,6 +125,9 @@ class BlockToySupernet(Supernet):
 
     def block_output_shape(self, k: int, path: Any) -> tuple[int, int]:
         return self.m.width, self.m.image_size if k == 0 else self.m.image_size // 2
+
+    def reference_paths(self) -> list[tuple[int, ...]]:
+        return [(0,) * LAYERS] * BLOCKS
 
     def arch_from_paths(self, paths: Any) -> Architecture:
         return self.space.make({"blocks": [[int(o) for o in p] for p in paths]})
@@ -280,6 +285,7 @@ def test_training_is_deterministic_and_moves_the_weights(tmp_path: Path) -> None
     assert moved and any(k.startswith("target.layers.") and not torch.equal(trained[k], initial[k]) for k in trained)
 
 
+@pytest.mark.slow  # several searches
 def test_evolution_respects_constraints_and_greedy_refuses_them(tmp_path: Path) -> None:
     space = BlockToySpace()
     ctx = make_ctx(tmp_path)
@@ -312,6 +318,7 @@ def test_independent_mode_in_process_rates_every_block_on_the_reference_paths(tm
     assert {str(k): [[list(p), v] for p, v in r.items()] for k, r in alone.ratings.items()} == result.extra["ratings"]
 
 
+@pytest.mark.slow  # two searches per case
 @pytest.mark.parametrize(
     ("mode", "kind", "phase", "n"),
     [
@@ -357,8 +364,8 @@ def test_score_architectures_sums_block_ratings_plus_four(tmp_path: Path) -> Non
 
 
 @pytest.mark.ray
+@pytest.mark.slow
 def test_independent_blocks_on_ray_match_the_in_process_run(tmp_path: Path, references: Any) -> None:
-    pytest.importorskip("ray")
     import cloudpickle
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray workers cannot import this test module

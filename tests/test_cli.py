@@ -97,3 +97,19 @@ def test_info_of_a_nasnet_preset_matches_published_size() -> None:
     data = json.loads(result.stdout)
     assert abs(data["params"] - 3.3e6) / 3.3e6 < 0.02  # Zoph et al. 2018, Table 1: 3.3M
     assert data["input_size"] == 32 and isinstance(data["macs"], int)
+
+
+def test_info_measures_latency_only_when_asked(tmp_path) -> None:
+    arch = tmp_path / "arch.json"
+    arch.write_text(json.dumps({"space": "toyconv", "version": "1", "choices": {"ops": ["conv3", "skip", "conv5"]}}))
+    plain = runner.invoke(app, ["info", str(arch), "--input-size", "8", "--json"])
+    assert plain.exit_code == 0, plain.output
+    counted = json.loads(plain.stdout)
+    assert counted["latency_ms"] is None and counted["device"] is None  # same keys, not measured
+    timed = runner.invoke(app, ["info", str(arch), "--input-size", "8", "--json", "--latency", "--device", "cpu"])
+    assert timed.exit_code == 0, timed.output
+    measured = json.loads(timed.stdout)
+    assert list(measured) == list(counted)
+    assert measured["latency_ms"] > 0 and measured["device"] == "cpu"
+    assert (measured["params"], measured["macs"]) == (counted["params"], counted["macs"])
+    assert "--latency" in runner.invoke(app, ["info", "--help"]).output

@@ -188,12 +188,9 @@ def test_shapes_classes_balanced_and_images_varied(shapes: DataSplits) -> None:
     assert sum(shapes.sizes().values()) == 400
 
 
-def test_shapes_generation_is_fast() -> None:
-    import time
-
-    start = time.process_time()
-    generate(3000, 32, seed=0)
-    assert time.process_time() - start < 5.0  # ~0.4 s of CPU on one core; generous for a busy shared machine
+# No CPU-time bound on generate() here: a threshold fails on a busy shared machine and says nothing on a fast one.
+# Its speed (~0.4 s of CPU for 3000 images at 32 px on one core) matters to benchmarks/rank_correlation.py, which
+# generates 'shapes' on every run; measure it there (or with a script in benchmarks/), not in the unit tests.
 
 
 # ----------------------------------------------------------------------------------------------- loader

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -9,7 +12,7 @@ from hypothesis import strategies as st
 from torch import Tensor, nn
 
 from nas.errors import InvalidInput
-from nas.measure import count_macs, count_params, measure_costs, measure_latency
+from nas.measure import count_costs, count_macs, count_params, measure_build_costs, measure_costs, measure_latency
 
 
 def conv_linear() -> nn.Module:
@@ -144,3 +147,114 @@ def test_latency_on_cuda_uses_events_and_moves_back() -> None:
     stats = measure_latency(model, (2, 3, 32, 32), "cuda", warmup=2, repeats=5)
     assert stats["median_ms"] > 0
     assert next(model.parameters()).device.type == "cpu"
+
+
+# --- counting on the meta device (count_costs, measure_build_costs) ---------------------------------------------
+def _small_size(space_name: str) -> int:
+    return 32 if space_name == "nasnet" else 64  # hytra and the MBConv space downsample 32x: 64 px keeps 2x2
+
+
+def _cases() -> list[tuple[str, str]]:
+    """Every preset of every built-in space, and two sampled architectures of each (the MBConv space has none)."""
+    from nas.space import get_space
+
+    cases: list[tuple[str, str]] = []
+    for space_name in ("nasnet", "hytra", "bossnas-mbconv"):
+        cases += [(space_name, preset) for preset in get_space(space_name).presets()]
+        cases += [(space_name, "sample-0"), (space_name, "sample-1")]
+    return cases
+
+
+def _arch_and_macro(space_name: str, which: str) -> tuple[Any, Any, Any]:
+    import random
+
+    from nas.space import get_space
+
+    space = get_space(space_name)
+    if which.startswith("sample-"):
+        arch = space.sample(random.Random(int(which.removeprefix("sample-"))))
+        return space, arch, space.macro().for_inference()
+    preset = space.preset(which)
+    return space, preset.arch, space.macro(preset.macro).for_inference()
+
+
+@pytest.mark.parametrize(("space_name", "which"), _cases())
+def test_meta_counts_equal_real_tensor_counts(space_name: str, which: str) -> None:
+    space, arch, macro = _arch_and_macro(space_name, which)
+    size = _small_size(space_name)
+    shape = (1, macro.in_channels, size, size)
+    real = space.build(arch, macro)  # the reference: a real network run on a real zero input
+    reference = {"params": float(count_params(real)), "macs": float(count_macs(real, shape))}
+    assert next(real.parameters()).device.type == "cpu"
+    assert count_costs(lambda: space.build(arch, macro), shape) == reference
+
+
+def test_meta_count_draws_no_random_numbers_and_allocates_nothing() -> None:
+    space, arch, macro = _arch_and_macro("nasnet", "nasnet-a-cifar")
+    built: list[nn.Module] = []
+
+    def build() -> nn.Module:
+        built.append(space.build(arch, macro))
+        return built[-1]
+
+    torch.manual_seed(3)
+    count_costs(build, (1, 3, 32, 32))
+    after = torch.rand(4)
+    torch.manual_seed(3)
+    assert torch.equal(after, torch.rand(4))
+    assert {p.device.type for p in built[0].parameters()} == {"meta"}
+
+
+class ItemInForward(nn.Module):
+    """A network the meta device cannot run: its forward reads a tensor value."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.conv(x)
+        return y * float(y.abs().sum().item() >= 0)
+
+
+def test_meta_failure_falls_back_to_real_tensors_with_a_logged_reason(caplog: pytest.LogCaptureFixture) -> None:
+    calls: list[torch.device] = []
+
+    def build() -> nn.Module:
+        model = ItemInForward()
+        calls.append(model.conv.weight.device)
+        return model
+
+    with caplog.at_level(logging.DEBUG, logger="nas.measure"):
+        costs = count_costs(build, (1, 3, 10, 10))
+    assert costs == {"params": float(4 * 3 * 9 + 4), "macs": float(4 * 8 * 8 * 27)}
+    assert [d.type for d in calls] == ["meta", "cpu"]
+    assert any("meta device failed" in r.getMessage() and "item" in r.getMessage() for r in caplog.records)
+
+
+def test_errors_of_the_build_itself_propagate_without_fallback() -> None:
+    calls = 0
+
+    def build() -> nn.Module:
+        nonlocal calls
+        calls += 1
+        raise InvalidInput("architecture", "not buildable")
+
+    with pytest.raises(InvalidInput, match="not buildable"):
+        count_costs(build, (1, 3, 8, 8))
+    assert calls == 1
+
+
+def test_measure_build_costs_times_a_real_network_only_when_asked() -> None:
+    devices: list[str] = []
+
+    def build() -> nn.Module:
+        model = conv_linear()
+        devices.append(next(model.parameters()).device.type)
+        return model
+
+    costs = measure_build_costs(build, (1, 3, 16, 16))
+    assert costs == measure_costs(conv_linear(), (1, 3, 16, 16)) and devices == ["meta"]
+    timed = measure_build_costs(build, (1, 3, 16, 16), device="cpu", latency=True)
+    assert list(timed) == ["params", "macs", "latency_ms"] and timed["latency_ms"] > 0
+    assert devices == ["meta", "meta", "cpu"]

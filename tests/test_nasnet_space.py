@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import math
 import random
+from collections import Counter
 from typing import Any
 
 import pytest
@@ -15,7 +16,18 @@ from nas.arch import Architecture
 from nas.errors import InvalidInput
 from nas.space import get_space
 from searchspaces.nasnet import NASNetSpace
-from searchspaces.nasnet.genotype import OP_NAMES, from_tf, live_blocks, nasnet_a, pnasnet_5, unused_states
+from searchspaces.nasnet.genotype import (
+    ATTENTION_OP,
+    CELL_TYPES,
+    NUM_BLOCKS,
+    NUM_INPUTS,
+    OP_NAMES,
+    from_tf,
+    live_blocks,
+    nasnet_a,
+    pnasnet_5,
+    unused_states,
+)
 
 SPACE = NASNetSpace()
 seeds = st.integers(min_value=0, max_value=2**32 - 1)
@@ -225,3 +237,45 @@ def test_macro_validation_names_the_field() -> None:
     with pytest.raises(InvalidInput) as err:
         SPACE.macro({"filters": 2, "stem_multiplier": 0.25})
     assert err.value.field == "macro.stem_multiplier"
+
+
+# ---------------------------------------------------------------- FairNAS groups (strict fairness)
+
+op_subsets = st.lists(st.sampled_from(OP_NAMES), min_size=1, max_size=len(OP_NAMES), unique=True)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seeds, op_subsets, st.booleans())
+def test_fair_paths_train_every_op_and_every_input_choice_per_group(seed: int, ops: list[str], attention: bool) -> None:
+    """FairNAS strict fairness, inputs included: across one group every op slot of every block of both cells takes
+    each op equally often, and every input slot takes each of its 2 + b choices at least once, equally often up to
+    one. The group is the smallest multiple of the op count that holds the 6 input choices of the last block."""
+    space = NASNetSpace(ops=ops, attention=attention)
+    n_ops = len(ops) + (attention and ATTENTION_OP not in ops)
+    group = space.fair_paths(random.Random(seed))
+    size, most_inputs = len(group), NUM_INPUTS + NUM_BLOCKS - 1
+    assert len(space.op_names) == n_ops
+    assert size % n_ops == 0 and most_inputs <= size < most_inputs + n_ops
+    for arch in group:
+        space.validate(arch)
+    for cell in CELL_TYPES:
+        for b in range(NUM_BLOCKS):
+            blocks = [arch.choices[cell]["blocks"][b] for arch in group]
+            for slot in (1, 3):
+                assert Counter(block[slot] for block in blocks) == Counter(space.op_names * (size // n_ops))
+            for slot in (0, 2):
+                counts = Counter(block[slot] for block in blocks)
+                assert set(counts) == set(range(NUM_INPUTS + b)), (cell, b, slot)  # every choice, none outside
+                assert max(counts.values()) - min(counts.values()) <= 1, (cell, b, slot, counts)
+        for arch in group:
+            assert arch.choices[cell]["concat"] == unused_states(arch.choices[cell]["blocks"])
+
+
+@settings(max_examples=20, deadline=None)
+@given(seeds)
+def test_fair_paths_are_seeded(seed: int) -> None:
+    space = NASNetSpace(ops=["sep_conv_3x3", "max_pool_3x3", "skip_connect"])
+    first = [a.hash for a in space.fair_paths(random.Random(seed))]
+    assert first == [a.hash for a in space.fair_paths(random.Random(seed))]
+    rng = random.Random(seed)
+    assert [a.hash for a in space.fair_paths(rng)] != [a.hash for a in space.fair_paths(rng)]  # next group differs

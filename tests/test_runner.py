@@ -24,6 +24,7 @@ SPEC = {
 }
 
 
+@pytest.mark.slow  # a whole search: data, strategy, retraining, export
 def test_run_search_end_to_end(tmp_path) -> None:
     reporter = ListReporter()
     result = run_search(parse_spec(SPEC), tmp_path / "run", reporter=reporter)

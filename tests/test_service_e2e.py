@@ -14,13 +14,16 @@ import nas
 from api.launcher import ServiceProcess
 from nas.client import Client
 from tests.service_helpers import FAST_ENV, checkpointed_runner_pid, spec, store, wait_for
+from workers.runner import HOLD_ENV, HOLD_MESSAGE
 
-pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(600)]
 
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):
-    svc = ServiceProcess(tmp_path_factory.mktemp("svc"), env=FAST_ENV).start()
+    # the first attempt of a search named "victim" holds after its first checkpoint (workers/runner.py's test hook)
+    env = {**FAST_ENV, HOLD_ENV: "victim:1"}
+    svc = ServiceProcess(tmp_path_factory.mktemp("svc"), env=env).start()
     yield svc
     svc.stop()
 
@@ -75,7 +78,8 @@ def test_killed_runner_resumes_from_its_checkpoint_with_the_same_result(service,
     """Kill the runner process mid-training: the search resumes and ends exactly like an uninterrupted twin."""
     db = store(service.data_dir)
     victim = client.submit(spec(name="victim"))
-    twin = client.submit(spec(name="victim"))
+    twin = client.submit(spec(name="twin"))  # the same search under another name: the hook leaves it alone
+    # the victim's runner holds right after its first checkpoint (HOLD_ENV), so the kill lands there, not later
     pid = wait_for(lambda: checkpointed_runner_pid(db, victim.id), 180, "a supernet checkpoint of the victim")
     os.kill(pid, signal.SIGKILL)
 
@@ -86,6 +90,9 @@ def test_killed_runner_resumes_from_its_checkpoint_with_the_same_result(service,
     assert a.result is not None and b.result is not None
     assert a.result.final[0].arch == b.result.final[0].arch
     assert a.result.final[0].metrics == b.result.final[0].metrics
-    messages = [e.message or "" for e in victim.events(follow=False)]
-    assert any("resuming from the last checkpoint" in m for m in messages)
+    events = list(victim.events(follow=False))
+    first = [e for e in events if e.attempt == 1]
+    assert [e.type for e in first].count("checkpoint") == 1
+    assert any(HOLD_MESSAGE in (e.message or "") for e in first)  # killed where the hook held it
+    assert any("resuming from the last checkpoint" in (e.message or "") for e in events if e.attempt == 2)
     db.dispose()

@@ -10,8 +10,9 @@ import pytest
 from api.launcher import ServiceProcess
 from nas.client import Client
 from tests.service_helpers import FAST_ENV, checkpointed_runner_pid, spec, store, wait_for
+from workers.runner import HOLD_ENV, HOLD_MESSAGE
 
-pytestmark = [pytest.mark.ray, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 def _post(url: str, token: str, body: dict, key: str) -> httpx.Response:
@@ -20,7 +21,9 @@ def _post(url: str, token: str, body: dict, key: str) -> httpx.Response:
 
 
 def test_controller_crash_loses_and_duplicates_nothing(tmp_path) -> None:
-    service = ServiceProcess(tmp_path / "svc", env=FAST_ENV).start()
+    # first attempts of the "crash" searches hold after their first checkpoint (workers/runner.py's test hook): the
+    # controller dies while the first one is surely mid-training, however fast the machine
+    service = ServiceProcess(tmp_path / "svc", env={**FAST_ENV, HOLD_ENV: "crash:1"}).start()
     token = service.token
     keys = [uuid.uuid4().hex for _ in range(3)]
     ids = []
@@ -35,6 +38,7 @@ def test_controller_crash_loses_and_duplicates_nothing(tmp_path) -> None:
     with pytest.raises(httpx.TransportError):
         _post(service.url, token, spec(name="crash"), keys[0])
 
+    service.env = FAST_ENV  # after the restart every attempt runs through (a third search may still be on attempt 1)
     service.start()
     for key, sid in zip(keys, ids, strict=True):  # clients retrying their submissions create nothing new
         r = _post(service.url, token, spec(name="crash"), key)
@@ -51,11 +55,13 @@ def test_controller_crash_loses_and_duplicates_nothing(tmp_path) -> None:
     results = {(str(f.result.final[0].arch), str(f.result.final[0].metrics)) for f in finals if f.result}
     assert len(results) == 1  # the resumed search ends exactly like the uninterrupted ones
 
-    from nas.store import repo
+    from service.store import repo
 
     with db.session() as s:
         for sid in ids:
             events = repo.list_events(s, sid, limit=100_000)
+            if sid == ids[0]:  # the controller died while the hook held its first attempt
+                assert any(e.attempt == 1 and HOLD_MESSAGE in (e.message or "") for e in events)
             assert sum(e.type == "finished" for e in events) == 1
             artifacts = [a.name for a in repo.list_artifacts(s, sid)]
             assert len(artifacts) == len(set(artifacts)) and any(a.startswith("final/") for a in artifacts)

@@ -27,8 +27,6 @@ from nas.space import get_space
 from nas.spec import DatasetSpec
 from nas.strategies.base import SearchContext, get_strategy
 
-pytestmark = pytest.mark.ray
-
 BATCH = 16
 OPTIONS = {
     "epochs": 2,
@@ -67,7 +65,6 @@ def make_ctx(root: Path, data: DataSplits, reporter: ListReporter | None = None)
 @pytest.fixture(scope="module")
 def ray_cluster() -> Iterator[object]:
     """A local Ray with 2 CPUs for the module; the strategy uses it as it finds it (as in the service)."""
-    pytest.importorskip("ray")
     import ray
 
     if ray.is_initialized():  # another test left one running: use it as it is
@@ -136,6 +133,8 @@ def expected_shards(data: DataSplits, epochs: int) -> list[list[tuple[int, float
     return out
 
 
+@pytest.mark.ray
+@pytest.mark.slow
 def test_data_parallel_search_trains_on_distinct_shards_and_evolves(reference, data) -> None:
     ctx, result, initial, state, _ = reference
     events = ctx.reporter.events
@@ -162,6 +161,8 @@ def test_data_parallel_search_trains_on_distinct_shards_and_evolves(reference, d
     assert any(e.type == EventType.PHASE_FINISHED and e.phase == "evolution" for e in events)
 
 
+@pytest.mark.ray
+@pytest.mark.slow
 def test_a_single_process_run_continues_from_a_data_parallel_checkpoint(reference, data, tmp_path) -> None:
     """Same checkpoint format: the in-process trainer loads it (nothing left to train) into its supernet."""
     _, _, _, state, _ = reference
@@ -171,6 +172,8 @@ def test_a_single_process_run_continues_from_a_data_parallel_checkpoint(referenc
     assert_same_weights(supernet.state_dict(), model_state(state))
 
 
+@pytest.mark.ray
+@pytest.mark.slow
 def test_resume_after_one_epoch_matches_the_uninterrupted_run(reference, data, tmp_path) -> None:
     """Epoch 1 of the 2-epoch run was checkpointed, then the search stopped: resuming trains epoch 2 on 2 workers
     and ends with exactly the weights, optimizer state and metrics of the uninterrupted run."""
@@ -192,6 +195,8 @@ def test_resume_after_one_epoch_matches_the_uninterrupted_run(reference, data, t
     assert resumed["metrics"] == uninterrupted["metrics"]
 
 
+@pytest.mark.ray
+@pytest.mark.slow
 def test_cancel_before_the_workers_start_kills_the_trainer(ray_cluster, data, tmp_path, monkeypatch) -> None:
     """Workers that cannot stop by themselves (not started yet) are killed after the grace period; nothing leaks."""
     import time
@@ -210,6 +215,8 @@ def test_cancel_before_the_workers_start_kills_the_trainer(ray_cluster, data, tm
         time.sleep(0.2)
 
 
+@pytest.mark.ray
+@pytest.mark.slow
 def test_more_workers_than_the_cluster_holds_are_refused(ray_cluster, data, tmp_path) -> None:
     from nas.strategies.data_parallel import check_resources
 
@@ -304,6 +311,7 @@ def one_rank(ctx: SearchContext, mailbox: FakeMailbox, options: dict | None = No
     return WorkerTraining(setup, ctx.data, None, mailbox, rank=0, world=1, device=torch.device("cpu"))
 
 
+@pytest.mark.slow  # two supernet trainings per case
 @pytest.mark.parametrize("extra", [{}, {"strict_fairness": True, "epochs": 1}], ids=["uniform", "fair"])
 def test_one_rank_trains_exactly_like_the_single_process_loop(world_of_one, data, tmp_path, extra) -> None:
     """The gradient all-reduce, the clipping after it and the sharding change nothing for a world of one."""

@@ -23,9 +23,9 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import func, inspect, select, text, update
 
 from nas.events import Event, EventType
-from nas.store import Database, repo
-from nas.store.migrate import alembic_config, current, downgrade, upgrade
-from nas.store.models import ApiToken, Base, CandidateRow, Search, User, utcnow
+from service.store import Database, repo
+from service.store.migrate import alembic_config, current, downgrade, upgrade
+from service.store.models import ApiToken, Base, CandidateRow, Search, User, utcnow
 from tests.conftest import make_test_database
 
 TABLES = {"users", "api_tokens", "searches", "search_events", "candidates", "artifacts"}
@@ -483,15 +483,17 @@ def test_release_attempt_backs_off_exponentially_then_fails(database: Database) 
         assert c is not None and c.search_id == search_id and c.attempt == attempt
         assert repo.release_attempt(database, "0" * 32, c.lease_token, "x", backoff_s=backoff) is None
         assert repo.release_attempt(database, search_id, "stale", "x", backoff_s=backoff) is None
-        t = utcnow()
+        before = utcnow()
         assert (
             repo.release_attempt(database, search_id, c.lease_token, f"crash {attempt}", backoff_s=backoff) == "queued"
         )
+        after = utcnow()
         row = load(database, search_id)
         assert row.status == "queued" and row.error == f"crash {attempt}" and row.lease_token is None
         assert row.not_before is not None
-        delay = (row.not_before - t).total_seconds()
-        assert backoff * 2 ** (attempt - 1) - 2 < delay <= backoff * 2 ** (attempt - 1) + 0.5
+        # not_before = (the release's clock reading) + backoff * 2^(attempt-1); that reading lies in [before, after]
+        delay = dt.timedelta(seconds=backoff * 2 ** (attempt - 1))
+        assert before + delay <= row.not_before <= after + delay
         assert claim(database) is None  # backing off
         set_fields(database, search_id, not_before=utcnow() - dt.timedelta(seconds=1))
     c = claim(database)
@@ -624,7 +626,8 @@ def test_concurrent_claimers_respect_the_per_user_limit(database: Database) -> N
         db = Database(database.url)
         try:
             start.wait()
-            for _ in range(200):  # claimers never finish: every claim stays running
+            deadline = time.monotonic() + 30  # a hang guard only: the loop ends when every user runs one search
+            while True:  # claimers never finish: every claim stays running
                 c = claim(db, per_user_limit=1)
                 if c is not None:
                     with lock:
@@ -632,6 +635,7 @@ def test_concurrent_claimers_respect_the_per_user_limit(database: Database) -> N
                 elif running(db) >= len(names):
                     return
                 else:
+                    assert time.monotonic() < deadline, "claimers starve while users have nothing running"
                     time.sleep(0.005)
         finally:
             db.dispose()

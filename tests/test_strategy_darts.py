@@ -176,6 +176,7 @@ def test_one_epoch_updates_alphas_and_returns_a_valid_genotype(tmp_path: Path) -
     assert model(torch.randn(2, 3, 8, 8)).shape == (2, 2)
 
 
+@pytest.mark.slow  # two DARTS searches
 def test_resume_after_cancellation_gives_the_same_genotype(tmp_path: Path) -> None:
     opts = darts_opts(epochs=2)
     full = DARTSStrategy(opts).run(darts_ctx(tmp_path / "full", seed=5))

@@ -143,6 +143,7 @@ def test_median_pruner_prunes_poor_trials(tmp_path: Path) -> None:
     assert states.count(TrialState.PRUNED) == len(pruned)
 
 
+@pytest.mark.slow  # two searches
 def test_resume_after_cancellation_matches_uninterrupted_run(tmp_path: Path, monkeypatch: Any) -> None:
     opts = {"trials": 4, "train": TRAIN, "startup_trials": 2, "pruner_startup_trials": 1}
     full = OptunaStrategy(opts).run(make_ctx(tmp_path / "full", space=SuggestToySpace(), seed=7))
@@ -188,8 +189,8 @@ def test_resume_after_cancellation_matches_uninterrupted_run(tmp_path: Path, mon
 
 
 @pytest.mark.ray
+@pytest.mark.slow
 def test_parallel_trials_on_ray_match_local_batches(tmp_path: Path) -> None:
-    pytest.importorskip("ray")
     import cloudpickle
 
     # the toy space lives in a test module Ray workers cannot import: ship it by value

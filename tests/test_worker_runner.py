@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import math
+import threading
 
-from nas.events import Event, EventType
-from nas.settings import Settings
-from nas.store import repo
+import pytest
+
+from nas.events import Event, EventType, ListReporter, MultiReporter
+from nas.spec import SearchSpec
+from service.settings import Settings
+from service.store import repo
 from tests.service_helpers import spec
-from workers.runner import DbReporter, finite, run_claim
+from workers.runner import HOLD_ENV, HOLD_MESSAGE, DbReporter, _with_test_hold, finite, run_claim
 
 
 def _claim(database, body):
@@ -20,6 +24,7 @@ def _claim(database, body):
     return claim
 
 
+@pytest.mark.slow  # a whole search per backend
 def test_runner_records_events_candidates_artifacts_and_result(database, tmp_path) -> None:
     body = spec(strategy={"name": "spos", "options": {"epochs": 1, "evolution": {"population": 4, "generations": 1}}})
     body["final"]["train"]["epochs"] = 1
@@ -63,3 +68,39 @@ def test_non_finite_metrics_are_left_out_of_the_store(database) -> None:
         [event] = repo.list_events(s, claim.search_id)
         [cand] = repo.list_candidates(s, claim.search_id).items
     assert event.metrics == {"params": 5.0} and cand.metrics == {"params": 5.0}
+
+
+class FlushCounter(ListReporter):
+    """Stands in for the DbReporter: records events, and signals each flush."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flushed = threading.Event()
+
+    def flush(self) -> None:
+        self.flushed.set()
+
+
+def test_the_hold_hook_holds_only_the_first_attempt_of_the_named_search(monkeypatch: pytest.MonkeyPatch) -> None:
+    """NAS_TEST_HOLD_AFTER_CHECKPOINT (the service tests' way to kill a runner at a defined point)."""
+    recorder = FlushCounter()
+    victim, twin = SearchSpec.model_validate(spec(name="victim")), SearchSpec.model_validate(spec(name="twin"))
+    monkeypatch.delenv(HOLD_ENV, raising=False)
+    assert _with_test_hold(recorder, victim, 1) is recorder  # unset: nothing changes
+    monkeypatch.setenv(HOLD_ENV, "victim:2")
+    assert _with_test_hold(recorder, twin, 1) is recorder
+    assert _with_test_hold(recorder, victim, 2) is recorder  # a resumed attempt runs through
+    held = _with_test_hold(recorder, victim, 1)
+    assert isinstance(held, MultiReporter)
+    hold = held.reporters[1]
+    held.checkpoint("supernet", "epoch-1")
+    assert not recorder.flushed.is_set()
+    thread = threading.Thread(target=held.checkpoint, args=("supernet", "epoch-2"), daemon=True)
+    thread.start()
+    assert recorder.flushed.wait(60)  # the hold message is stored before it waits
+    assert thread.is_alive()  # held: it only returns once released (in a run: never, the process is killed)
+    assert [e.type for e in recorder.events] == [EventType.CHECKPOINT, EventType.CHECKPOINT, EventType.LOG]
+    assert HOLD_MESSAGE in (recorder.events[-1].message or "")
+    hold.released.set()
+    thread.join(60)
+    assert not thread.is_alive()

@@ -7,8 +7,8 @@ import logging
 import tempfile
 from pathlib import Path
 
-from nas.settings import Settings
 from nas.strategies.ray_local import import_ray, init_local
+from service.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from nas.client.models import ClusterOut
-from nas.store.repo import Claim
+from service.store.repo import Claim
 
 
 @dataclass(frozen=True)

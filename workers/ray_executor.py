@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nas.client.models import ClusterOut, NodeOut
-from nas.settings import Settings
-from nas.store.repo import Claim
 from nas.strategies.ray_local import import_ray
+from service.settings import Settings
+from service.store.repo import Claim
 from workers.cluster import NAMESPACE, connect, disconnect
 from workers.executor import Ended
 

@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from nas.errors import InvalidInput, SearchCancelled
-from nas.events import Event, EventType, Reporter
-from nas.settings import Settings
+from nas.events import Event, EventType, MultiReporter, Reporter
 from nas.spec import RunResult, SearchSpec
-from nas.store import Database, repo
-from nas.store.repo import Claim, LeaseLost
+from service.settings import Settings
+from service.store import Database, repo
+from service.store.repo import Claim, LeaseLost
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ class DbReporter(Reporter):
     """Writes events to the store in small batches; candidates also go to the candidates table.
 
     Per-batch progress events are kept at most once per ``progress_every`` seconds per phase (the latest one is
-    always available to the heartbeat as ``progress``).
+    always available to the heartbeat as ``latest_progress``).
     """
 
     def __init__(self, db: Database, search_id: str, attempt: int, *, flush_every: float = 0.5,
@@ -52,7 +52,7 @@ class DbReporter(Reporter):
         self.attempt = attempt
         self.flush_every = flush_every
         self.progress_every = progress_every
-        self.progress: tuple[str | None, int | None, int | None] | None = None
+        self.latest_progress: tuple[str | None, int | None, int | None] | None = None
         self.stopped = False
         self._buffer: list[Event] = []
         self._candidates: list[dict[str, Any]] = []
@@ -64,7 +64,7 @@ class DbReporter(Reporter):
         if self.stopped:
             return
         if event.type in (EventType.PROGRESS, EventType.EPOCH, EventType.PHASE_STARTED):
-            self.progress = (event.phase, event.step, event.total)
+            self.latest_progress = (event.phase, event.step, event.total)
         if event.type == EventType.PROGRESS:
             now = time.monotonic()
             if now - self._last_progress.get(event.phase, 0.0) < self.progress_every and event.step != event.total:
@@ -89,6 +89,38 @@ class DbReporter(Reporter):
         with self.db.session() as s:
             repo.add_events(s, self.search_id, self.attempt, [_storable(e) for e in events])
             repo.upsert_candidates(s, self.search_id, _latest_per_arch(candidates))
+
+
+# Test hook: NAS_TEST_HOLD_AFTER_CHECKPOINT="NAME:N" makes the first attempt of every search named NAME stop right
+# after its N-th checkpoint event is stored, and wait there (the heartbeat keeps the lease) until it is killed. Tests
+# that kill a runner or the controller mid-search (tests/test_service_e2e.py, tests/test_service_faults.py) set it
+# so the kill lands at a defined point instead of racing the end of a small search. Unset, nothing changes.
+HOLD_ENV = "NAS_TEST_HOLD_AFTER_CHECKPOINT"
+HOLD_MESSAGE = "test hook: holding after checkpoint"
+
+
+class _HoldAfterCheckpoint(Reporter):
+    def __init__(self, db_reporter: DbReporter, checkpoints: int) -> None:
+        self.db_reporter = db_reporter
+        self.checkpoints = checkpoints
+        self.seen = 0
+        self.released = threading.Event()  # never set in a run; a test of the hook sets it
+
+    def emit(self, event: Event) -> None:
+        if event.type != EventType.CHECKPOINT:
+            return
+        self.seen += 1
+        if self.seen == self.checkpoints:
+            self.db_reporter.log(f"{HOLD_MESSAGE} {self.seen} ({HOLD_ENV})")
+            self.db_reporter.flush()
+            self.released.wait()  # until the process is killed
+
+
+def _with_test_hold(reporter: DbReporter, spec: SearchSpec, attempt: int) -> Reporter:
+    name, _, count = os.environ.get(HOLD_ENV, "").rpartition(":")
+    if not name or name != spec.name or attempt != 1:
+        return reporter
+    return MultiReporter(reporter, _HoldAfterCheckpoint(reporter, int(count)))
 
 
 def finite(metrics: dict[str, Any]) -> dict[str, float]:
@@ -126,7 +158,7 @@ class Heartbeat(threading.Thread):
         try:
             wants_cancel = repo.heartbeat(
                 self.db, self.claim.search_id, self.claim.lease_token, self.settings.lease_s,
-                progress=self.reporter.progress,
+                progress=self.reporter.latest_progress,
             )  # fmt: skip
         except LeaseLost:
             log.warning("search %s: lease lost; stopping this runner", self.claim.search_id)
@@ -175,7 +207,12 @@ def run_claim(settings: Settings, claim: Claim, *, db: Database | None = None) -
         beat.start()
         try:
             result = run_search(
-                spec, out, reporter=reporter, cancel=cancel, resume=resume, dataset_roots=settings.dataset_roots
+                spec,
+                out,
+                reporter=_with_test_hold(reporter, spec, claim.attempt),
+                cancel=cancel,
+                resume=resume,
+                dataset_roots=settings.dataset_roots,
             )
         except (SearchCancelled, KeyboardInterrupt) as exc:
             return _end(db, claim, reporter, beat, "cancelled", error=str(exc))

@@ -14,7 +14,7 @@ from api.convert import artifact_out
 from api.deps import API_PREFIX, DbDep, find_search
 from api.problems import error_responses
 from nas.client.models import ArtifactOut
-from nas.store import repo
+from service.store import repo
 
 router = APIRouter(prefix=f"{API_PREFIX}/searches", tags=["artifacts"], responses=error_responses(401, 404, 422, 500))
 

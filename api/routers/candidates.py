@@ -11,7 +11,7 @@ from api.convert import candidate_out
 from api.deps import API_PREFIX, DbDep, find_search
 from api.problems import error_responses
 from nas.client.models import CandidateOut, CandidateSort, Order, Page
-from nas.store import repo
+from service.store import repo
 
 router = APIRouter(prefix=f"{API_PREFIX}/searches", tags=["candidates"], responses=error_responses(401, 404, 422, 500))
 

@@ -14,8 +14,8 @@ from nas.client.models import DatasetOut, SpaceOut, StrategyOut
 from nas.data import describe_datasets
 from nas.errors import InvalidInput
 from nas.space import get_space, space_class, space_names
-from nas.store import repo
 from nas.strategies.base import StrategyOptions, strategy_class, strategy_names
+from service.store import repo
 
 router = APIRouter(prefix=API_PREFIX, tags=["catalog"], responses=error_responses(401, 500))
 
@@ -57,7 +57,9 @@ def list_strategies(user: CurrentUser) -> list[StrategyOut]:
         cls = strategy_class(name)
         options = cls.Options
         schema = options.model_json_schema() if options is not StrategyOptions else {}
-        out.append(StrategyOut(name=name, description=_first_line(cls.__doc__), options_schema=schema))
+        out.append(
+            StrategyOut(name=name, description=_first_line(cls.__doc__), tasks=list(cls.tasks), options_schema=schema)
+        )
     return out
 
 

@@ -8,7 +8,7 @@ from api.auth import CurrentUser
 from api.deps import API_PREFIX, DbDep, ExecutorDep
 from api.problems import error_responses
 from nas.client.models import ClusterOut, UserOut
-from nas.store import repo
+from service.store import repo
 
 router = APIRouter(prefix=API_PREFIX, tags=["cluster"], responses=error_responses(401, 500))
 

@@ -14,9 +14,9 @@ from api.convert import event_out, search_out
 from api.deps import API_PREFIX, DbDep, find_search
 from api.problems import error_responses
 from nas.client.models import FINAL_STATUSES, EventOut, SearchOut
-from nas.store import repo
-from nas.store.db import Database
-from nas.store.models import User
+from service.store import repo
+from service.store.db import Database
+from service.store.models import User
 
 router = APIRouter(prefix=f"{API_PREFIX}/searches", tags=["events"], responses=error_responses(401, 404, 422, 500))
 

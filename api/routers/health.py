@@ -13,7 +13,7 @@ from sqlalchemy import text
 
 from api.deps import DbDep
 from api.problems import ProblemError, error_responses
-from nas.store.migrate import alembic_config, current
+from service.store.migrate import alembic_config, current
 
 log = logging.getLogger(__name__)
 

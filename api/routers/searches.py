@@ -12,7 +12,7 @@ from api.deps import API_PREFIX, DbDep, ExecutorDep, SettingsDep, find_search
 from api.problems import error_responses
 from api.validation import validate_search
 from nas.client.models import Order, Page, SearchCreate, SearchOut, SearchSort, SearchStatus
-from nas.store import repo
+from service.store import repo
 
 router = APIRouter(prefix=f"{API_PREFIX}/searches", tags=["searches"], responses=error_responses(401, 422, 500))
 

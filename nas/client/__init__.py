@@ -10,7 +10,7 @@
 See docs/sdk.md.
 """
 
-from nas.client.client import Client, Search
+from nas.client.client import Client
 from nas.client.errors import (
     APIError,
     AuthError,
@@ -42,6 +42,7 @@ from nas.client.models import (
     StrategyOut,
     UserOut,
 )
+from nas.client.search import Search
 from nas.spec import SearchSpec
 
 __all__ = [

@@ -134,6 +134,7 @@ class SpaceOut(Model):
 class StrategyOut(Model):
     name: str
     description: str | None = None
+    tasks: list[str] = Field(default_factory=lambda: ["classification"], description="the tasks it can search for")
     options_schema: dict[str, Any] = Field(default_factory=dict)
 
 

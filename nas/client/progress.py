@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from nas.client.client import Search
     from nas.client.models import EventOut, SearchOut
+    from nas.client.search import Search
 
 
 class NullView:

@@ -6,6 +6,15 @@ downloaded: 'cifar10', 'cifar100', 'imagefolder', 'npz'. See docs/datasets.md.
 
 from nas.data.base import DataSplits, Split
 from nas.data.loader import DeviceLoader
-from nas.data.registry import dataset_names, describe_datasets, load_dataset
+from nas.data.registry import DatasetInfo, dataset_info, dataset_names, describe_datasets, load_dataset
 
-__all__ = ["DataSplits", "DeviceLoader", "Split", "dataset_names", "describe_datasets", "load_dataset"]
+__all__ = [
+    "DataSplits",
+    "DatasetInfo",
+    "DeviceLoader",
+    "Split",
+    "dataset_info",
+    "dataset_names",
+    "describe_datasets",
+    "load_dataset",
+]

@@ -1,4 +1,4 @@
-"""The dataset registry: names, descriptions and ``load_dataset``."""
+"""The dataset registry: names, descriptions, the labels (hence tasks) each dataset has, and ``load_dataset``."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from typing import Any, get_args
 
 from nas.data.base import DataSplits
 from nas.data.paths import PathGuard
-from nas.errors import InvalidInput
+from nas.registry import Registry
 from nas.spec import DatasetName, DatasetSpec
+from nas.tasks import tasks_with_labels
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,12 @@ class DatasetInfo:
     image_size: int | None  # default size; None: the data's own size
     channels: int | None
     layout: str = ""
+    labels: tuple[str, ...] = ("y",)  # the Split fields every image has besides x
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        """The tasks (nas.tasks) whose labels this dataset holds."""
+        return tasks_with_labels(self.labels)
 
 
 def _digits(spec: DatasetSpec, guard: PathGuard) -> DataSplits:
@@ -56,7 +63,16 @@ def _npz(spec: DatasetSpec, guard: PathGuard) -> DataSplits:
 
 Loader = Callable[[DatasetSpec, PathGuard], DataSplits]
 
-_DATASETS: dict[str, tuple[DatasetInfo, Loader]] = {
+
+@dataclass(frozen=True)
+class Dataset:
+    """A registered dataset: what it is and how to load it."""
+
+    info: DatasetInfo
+    load: Loader
+
+
+_BUILTIN: dict[str, tuple[DatasetInfo, Loader]] = {
     "digits": (
         DatasetInfo(
             "digits",
@@ -76,6 +92,7 @@ _DATASETS: dict[str, tuple[DatasetInfo, Loader]] = {
             6,
             32,
             3,
+            labels=("y", "masks", "boxes"),
         ),
         _shapes,
     ),
@@ -129,11 +146,20 @@ _DATASETS: dict[str, tuple[DatasetInfo, Loader]] = {
     ),
 }
 
-assert set(_DATASETS) == set(get_args(DatasetName)), "the registry must cover DatasetSpec.name"
+DATASETS: Registry[Dataset] = Registry("dataset", field="dataset.name")
+for _name, (_info, _loader) in _BUILTIN.items():
+    DATASETS.register(_name, Dataset(_info, _loader))
+
+assert set(DATASETS.names()) == set(get_args(DatasetName)), "the registry must cover DatasetSpec.name"
 
 
 def dataset_names() -> list[str]:
-    return sorted(_DATASETS)
+    return DATASETS.names()
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    """What the dataset ``name`` is; InvalidInput('dataset.name') listing the allowed names if there is none."""
+    return DATASETS.get(name).info
 
 
 def describe_datasets() -> list[dict[str, Any]]:
@@ -147,8 +173,9 @@ def describe_datasets() -> list[dict[str, Any]]:
             "image_size": info.image_size,
             "channels": info.channels,
             "layout": info.layout,
+            "tasks": list(info.tasks),
         }
-        for info, _ in (_DATASETS[n] for n in dataset_names())
+        for info in (dataset_info(n) for n in dataset_names())
     ]
 
 
@@ -158,7 +185,4 @@ def load_dataset(spec: DatasetSpec, *, roots: Sequence[str | os.PathLike[str]] |
     With ``roots``, the real path (symlinks and ``..`` resolved) of the dataset and of every file read must lie
     inside one of them; the server uses this to keep users to their dataset folders.
     """
-    if spec.name not in _DATASETS:
-        raise InvalidInput("dataset.name", f"unknown dataset {spec.name!r}; allowed: {', '.join(dataset_names())}")
-    _, loader = _DATASETS[spec.name]
-    return loader(spec, PathGuard(roots))
+    return DATASETS.get(spec.name).load(spec, PathGuard(roots))

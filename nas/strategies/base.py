@@ -5,8 +5,6 @@ from __future__ import annotations
 import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from functools import cache
-from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
@@ -14,6 +12,7 @@ from pydantic import BaseModel, ConfigDict
 from nas.arch import Architecture
 from nas.errors import InvalidInput, SearchCancelled
 from nas.objectives import is_feasible, metric_key
+from nas.registry import Registry
 from nas.space import MacroBase, SearchSpace, parse_model
 from nas.spec import Candidate, ConstraintSpec, SearchResult
 
@@ -59,15 +58,19 @@ class SearchContext:
         return wanted
 
     def costs(self, arch: Architecture) -> dict[str, float]:
-        """params, macs and (when needed) latency_ms of the standalone network, cached per architecture."""
+        """params, macs and (when needed) latency_ms of the standalone network, cached per architecture.
+
+        Params and MACs are counted on the meta device (:func:`nas.measure.count_costs`: no weights, no random
+        draws); the network is built for real only to time it, when latency is an objective or a constraint.
+        """
         key = arch.hash
         if key not in self._costs:
-            from nas.measure import measure_costs
+            from nas.measure import measure_build_costs
 
-            model = self.space.build(arch, self.macro.for_inference())
+            macro = self.macro.for_inference()
             size = self.latency_input_size or self.data.image_size
-            self._costs[key] = measure_costs(
-                model,
+            self._costs[key] = measure_build_costs(
+                lambda: self.space.build(arch, macro),
                 (1, self.data.channels, size, size),
                 device=self.device,
                 latency="latency" in self.cost_metrics,
@@ -98,11 +101,15 @@ class SearchContext:
 
 class Strategy(ABC):
     """A search method. ``run`` must checkpoint its own state through ``ctx.checkpoints`` so that a second call with
-    the same context after an interruption resumes and ends with the same result."""
+    the same context after an interruption resumes and ends with the same result.
+
+    ``tasks`` names the tasks (:mod:`nas.tasks`) the strategy can search for; ``check_space`` refuses spaces the
+    strategy cannot search (e.g. a non-differentiable space for DARTS), naming the spec field to change."""
 
     name: ClassVar[str]
     Options: ClassVar[type[StrategyOptions]] = StrategyOptions
     needs_differentiable: ClassVar[bool] = False
+    tasks: ClassVar[tuple[str, ...]] = ("classification",)
 
     def __init__(self, options: Any = None) -> None:
         self.options = parse_model(self.Options, options, "strategy.options")
@@ -120,30 +127,21 @@ class Strategy(ABC):
             raise InvalidInput("strategy.name", f"{self.name!r} needs a differentiable space; {space.name!r} is not")
 
 
-_extra: dict[str, type[Strategy]] = {}
+STRATEGIES: Registry[type[Strategy]] = Registry("strategy", field="strategy.name", group="nas.strategies")
 
 
 def register_strategy(cls: type[Strategy]) -> type[Strategy]:
-    _extra[cls.name] = cls
-    return cls
-
-
-@cache
-def _entry_points() -> dict[str, Any]:
-    return {ep.name: ep for ep in entry_points(group="nas.strategies")}
+    """Register a strategy class at run time (entry points are the normal way)."""
+    return STRATEGIES.register(cls.name, cls)
 
 
 def strategy_names() -> list[str]:
-    return sorted(set(_entry_points()) | set(_extra))
+    return STRATEGIES.names()
 
 
 def strategy_class(name: str) -> type[Strategy]:
-    if name in _extra:
-        return _extra[name]
-    eps = _entry_points()
-    if name not in eps:
-        raise InvalidInput("strategy.name", f"unknown strategy {name!r}; allowed: {', '.join(strategy_names())}")
-    return eps[name].load()  # type: ignore[no-any-return]
+    """The strategy class registered as ``name``; InvalidInput('strategy.name') listing the allowed names if none."""
+    return STRATEGIES.get(name)
 
 
 def get_strategy(name: str, options: Any = None) -> Strategy:

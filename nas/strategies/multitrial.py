@@ -2,9 +2,10 @@
 2002) for several, each trial a candidate trained from scratch for a short budget, with median or successive-halving
 pruning of single-objective studies. Trials run in the process or, in parallel, as Ray tasks.
 
-Architectures are proposed define-by-run through ``space.suggest(trial)`` when the space has it. A space without it
-is sampled with ``space.sample`` from a per-trial seed; the sampler then cannot model the choices and the search
-degenerates to random search (the architecture is kept as a trial user attribute).
+Architectures are proposed define-by-run through ``space.suggest(trial)`` when the space implements
+:class:`nas.space.Suggest`. A space without it is sampled with ``space.sample`` from a per-trial seed; the sampler
+then cannot model the choices and the search degenerates to random search (the architecture is kept as a trial user
+attribute).
 
 Determinism and resume. The study lives in an SQLite file in the checkpoint folder, so an interrupted run continues
 the same study. Trials run in synchronous batches of ``parallel``: all trials of a batch are proposed first (the
@@ -35,6 +36,7 @@ from nas.checkpoint import CheckpointStore
 from nas.errors import InvalidInput, SearchCancelled
 from nas.events import Reporter
 from nas.objectives import metric_key, violation
+from nas.space import Suggest
 from nas.spec import Candidate, SearchResult, TrainSpec
 from nas.strategies.base import SearchContext, Strategy, StrategyOptions
 from nas.strategies.ray_local import LocalRay, ray_available
@@ -283,10 +285,11 @@ def _best_so_far(study: optuna.Study) -> dict[str, float]:
 
 
 def suggest(ctx: SearchContext, trial: Trial, slot: int) -> Architecture:
-    """The trial's architecture: define-by-run through ``space.suggest`` or, without it, a seeded uniform sample."""
-    fn = getattr(ctx.space, "suggest", None)
-    if callable(fn):
-        arch = fn(trial)
+    """The trial's architecture: define-by-run through ``space.suggest`` (:class:`nas.space.Suggest`) or, without it,
+    a seeded uniform sample."""
+    space = ctx.space
+    if isinstance(space, Suggest):
+        arch = space.suggest(trial)
         if not isinstance(arch, Architecture):
             raise TypeError(f"{type(ctx.space).__name__}.suggest must return an Architecture")
         return arch

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 from pydantic import Field, ValidationInfo, field_validator
@@ -14,6 +14,7 @@ from pydantic import Field, ValidationInfo, field_validator
 from nas.arch import Architecture
 from nas.errors import InvalidInput
 from nas.objectives import mark_pareto, rank
+from nas.space import FairPaths, SearchSpace
 from nas.spec import Candidate, SearchResult, TrainSpec
 from nas.strategies.base import SearchContext, Strategy, StrategyOptions
 from nas.strategies.evolution import Evolution, EvolutionOptions, python_state
@@ -67,9 +68,9 @@ class SPOSStrategy(Strategy):
             return 0.0, 0.0
         return (0.0, float(n)) if runner_gpus > 0 else (n * self.options.cpus_per_worker, 0.0)
 
-    def check_space(self, space: Any) -> None:
+    def check_space(self, space: SearchSpace) -> None:
         super().check_space(space)
-        if self.options.strict_fairness and not hasattr(space, "fair_paths"):
+        if self.options.strict_fairness and not isinstance(space, FairPaths):
             raise InvalidInput("strategy.options.strict_fairness", f"space {space.name!r} has no fair sampler")
 
     # --- supernet training ---------------------------------------------------------------------------------
@@ -101,11 +102,14 @@ class SPOSStrategy(Strategy):
                 supernet.set_active(ctx.space.sample(rng))
 
             return sample_path, None
+        space = ctx.space
+        if not isinstance(space, FairPaths):
+            raise InvalidInput("strategy.options.strict_fairness", f"space {space.name!r} has no fair sampler")
         criterion = torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
 
         def fair_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             total = x.new_zeros(())
-            for arch in ctx.space.fair_paths(rng):  # type: ignore[attr-defined]
+            for arch in space.fair_paths(rng):
                 supernet.set_active(arch)
                 out = model(x)
                 logits = out[0] if isinstance(out, tuple) else out

@@ -6,14 +6,10 @@ the level above) and shares its body between them. Block 0's first layer reads t
 level (``adapters.{level}``), shared by the ops of that level. The classifier reads the last level (every path
 ends there). Only the active path runs, so a step costs what the standalone subnet costs.
 
-Block-wise interface (levels as in :mod:`searchspaces.hytra.encoding`; a *start level* is always the level of the
-tensor a block reads):
-
-- ``num_blocks``; ``stem_forward(x)``; ``forward_block(k, x, path, start_level)``; ``head_forward(x)``;
-- ``block_paths(k, start_level=None)``: the candidates of block k (None: all, 51 / 99 / 80 / 16), or those that can
-  run on an input at ``start_level``; ``path_start_levels(k)``; ``path_end_level(k, path)``; ``path_completes``;
-- ``block_modules(k)`` (block 0 includes the stem and the stem adapters); ``level_shape(level)``;
-  ``block_output_shape(k, path)``; ``arch_from_paths(paths)``; ``paths_of(arch)``; ``reference_paths()``.
+It implements :class:`nas.supernet.BlockwiseSupernet` (levels as in :mod:`searchspaces.hytra.encoding`; a *start
+level* is always the level of the tensor a block reads): ``block_paths(k, start_level=None)`` gives the candidates of
+block k (None: all, 51 / 99 / 80 / 16) or those that can run on an input at ``start_level``; ``block_modules(0)``
+includes the stem and the stem adapters; ``level_shape(level)`` is HyTra's own.
 """
 
 from __future__ import annotations
@@ -26,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from nas.errors import InvalidInput
-from nas.supernet import Supernet, fitting, inherit_weights
+from nas.supernet import BlockPath, BlockwiseSupernet, Supernet, fitting, inherit_weights
 from searchspaces.hytra.encoding import LAYERS_PER_BLOCK, NUM_BLOCKS, NUM_LEVELS, OP_KIND, OP_LEVEL, STEM_LEVEL
 from searchspaces.hytra.network import (
     LayerSpec,
@@ -50,14 +46,14 @@ if TYPE_CHECKING:
     from nas.arch import Architecture
     from searchspaces.hytra.space import HyTraMacro, HyTraSpace
 
-Path = tuple[int, ...]
+Path = BlockPath
 
 
 def _branch(i: int, level: int, prev: int) -> str:
     return "same" if i == 0 or level == prev else "down"
 
 
-class HyTraSupernet(Supernet):
+class HyTraSupernet(Supernet, BlockwiseSupernet):
     """The HyTra supernet over a search-form macro (see the module docstring)."""
 
     mode = "single_path"
@@ -204,8 +200,7 @@ class HyTraSupernet(Supernet):
     def paths_of(self, arch: Architecture) -> list[Path]:
         return [tuple(int(o) for o in p) for p in arch.choices["blocks"]]
 
-    @staticmethod
-    def reference_paths() -> list[Path]:
+    def reference_paths(self) -> list[Path]:
         """A fixed all-ResConv path per block that hands block k its input at level k (the level every candidate
         of block k can run on): down-sampling in the last layer of blocks 0-2. For training blocks independently."""
         return [(5, 5, 5, 4), (4, 4, 4, 3), (3, 3, 3, 1), (1, 1, 1, 1)]

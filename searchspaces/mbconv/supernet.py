@@ -1,4 +1,4 @@
-"""Single-path supernet of BossNAS's MBConv space, with the block-wise interface of the HyTra supernet.
+"""Single-path supernet of BossNAS's MBConv space; it implements :class:`nas.supernet.BlockwiseSupernet`.
 
 Layer i holds its 4 candidate ops (``layers.{i}.ops.{op}``) and one residual shortcut shared by them (as in the
 public code, where the candidates of a layer share one down-sampling module). The 5 searched stages are the blocks;
@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from nas.errors import InvalidInput
 from nas.ops.mbconv import ResidualShortcut
-from nas.supernet import Supernet, fitting, inherit_weights
+from nas.supernet import BlockPath, BlockwiseSupernet, Supernet, fitting, inherit_weights
 from searchspaces.mbconv.encoding import MBCONV_OPS, MBCONV_STAGES
 from searchspaces.mbconv.network import (
     MBConvHead,
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from nas.arch import Architecture
     from searchspaces.mbconv.space import MBConvMacro, MBConvSpace
 
-Path = tuple[int, ...]
+Path = BlockPath
 
 
 class SuperMBLayer(nn.Module):
@@ -46,7 +46,7 @@ class SuperMBLayer(nn.Module):
         return self.ops[str(op)](x) + self.shortcut(x)  # type: ignore[no-any-return]
 
 
-class MBConvSupernet(Supernet):
+class MBConvSupernet(Supernet, BlockwiseSupernet):
     mode = "single_path"
     num_blocks = len(MBCONV_STAGES)
 
@@ -134,6 +134,10 @@ class MBConvSupernet(Supernet):
         """(channels, side) of block ``k``'s output for the macro's ``image_size`` (the same for every path)."""
         self._check_block(k)
         return self.plan[k][-1][1], mbconv_sizes(self._m)[k + 1]
+
+    def reference_paths(self) -> list[Path]:
+        """Op 0 (MB6 3x3) in every layer: with one level, every candidate of a block runs on any input."""
+        return [(0,) * len(stage) for stage in self.plan]
 
     def arch_from_paths(self, paths: Sequence[Sequence[int]]) -> Architecture:
         return self.space.make({"blocks": [[int(o) for o in p] for p in paths]})

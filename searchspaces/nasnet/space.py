@@ -11,7 +11,7 @@ from pydantic import Field, ValidationInfo, field_validator
 
 from nas.arch import Architecture
 from nas.errors import InvalidInput
-from nas.space import MacroBase, OptionsBase, Preset, SearchSpace
+from nas.space import FairPaths, MacroBase, OptionsBase, Preset, SearchSpace, Suggest
 from searchspaces.nasnet.genotype import ATTENTION_OP, CELL_TYPES, NUM_BLOCKS, NUM_INPUTS, NUM_STATES, OP_NAMES
 from searchspaces.nasnet.genotype import unused_states as _unused
 
@@ -88,8 +88,9 @@ class NASNetMacro(MacroBase):
         return self.model_copy(update={"aux_head": False})
 
 
-class NASNetSpace(SearchSpace):
-    """NASNet cell space: a normal and a reduction cell of 5 blocks each (see docs/nasnet.md)."""
+class NASNetSpace(SearchSpace, FairPaths, Suggest):
+    """NASNet cell space: a normal and a reduction cell of 5 blocks each (see docs/nasnet.md), with FairNAS groups
+    (:class:`nas.space.FairPaths`) and Optuna define-by-run proposals (:class:`nas.space.Suggest`)."""
 
     name = "nasnet"
     version = "1"
@@ -118,19 +119,25 @@ class NASNetSpace(SearchSpace):
         return self.make({t: self._sample_cell(rng) for t in CELL_TYPES})
 
     def fair_paths(self, rng: random.Random) -> list[Architecture]:
-        """FairNAS strict fairness: len(ops) paths in which every op slot takes each op exactly once.
+        """FairNAS strict fairness, extended to the cells' inputs: a group of :meth:`fair_group_size` paths in which
+        every op slot takes every op equally often (``group / len(ops)`` times) and every input slot takes every input
+        choice at least once, all equally often up to one. Each path's concat is its unused states."""
+        size = self.fair_group_size()
+        paths: list[dict[str, Any]] = [{} for _ in range(size)]
+        for cell in CELL_TYPES:
+            columns = [
+                [_balanced(self._options_for(b, slot), size, rng) for slot in range(4)] for b in range(NUM_BLOCKS)
+            ]
+            for k in range(size):
+                blocks = [[columns[b][slot][k] for slot in range(4)] for b in range(NUM_BLOCKS)]
+                paths[k][cell] = {"blocks": blocks, "concat": _unused(blocks)}
+        return [self.make(c) for c in paths]
 
-        Inputs are drawn independently per path; each path's concat is its unused states.
-        """
-        n = len(self.op_names)
-        cells: list[dict[str, Any]] = [{} for _ in range(n)]
-        for cell in ("normal", "reduce"):
-            bases = [self._sample_cell(rng)["blocks"] for _ in range(n)]
-            perms = [[rng.sample(self.op_names, n) for _slot in range(2)] for _b in range(NUM_BLOCKS)]
-            for k in range(n):
-                blocks = [[row[0], perms[b][0][k], row[2], perms[b][1][k]] for b, row in enumerate(bases[k])]
-                cells[k][cell] = {"blocks": blocks, "concat": _unused(blocks)}
-        return [self.make(c) for c in cells]
+    def fair_group_size(self) -> int:
+        """The smallest multiple of the number of ops that is at least the most input choices of a block (6): every
+        op then appears equally often in a group, and every input choice at least once."""
+        n, most_inputs = len(self.op_names), NUM_INPUTS + NUM_BLOCKS - 1
+        return n * math.ceil(most_inputs / n)
 
     def _options_for(self, b: int, slot: int) -> list[Any]:
         return list(range(NUM_INPUTS + b)) if slot % 2 == 0 else list(self.op_names)
@@ -302,3 +309,12 @@ class NASNetSpace(SearchSpace):
 
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _balanced(options: list[Any], size: int, rng: random.Random) -> list[Any]:
+    """``size`` draws of ``options`` in random order in which each option appears ``size // len(options)`` or one
+    more times (consecutive random permutations, cut at ``size``)."""
+    out: list[Any] = []
+    while len(out) < size:
+        out.extend(rng.sample(options, len(options)))
+    return out[:size]

@@ -96,10 +96,10 @@ class BlockTrainer:
     ) -> None:
         self.net, self.k, self.opts, self.device = net, k, opts, device
         self.prefix = [as_path(p) for p in prefix]
-        sn: Any = net.online
+        sn = net.online
         self.level = net.start_level
         for j, p in enumerate(self.prefix):
-            self.level = int(sn.path_end_level(j, p))
+            self.level = sn.path_end_level(j, p)
         self.candidates = [as_path(p) for p in sn.block_paths(k, self.level)]
         if not self.candidates:
             raise ValueError(f"block {k} has no candidate path on an input at level {self.level}")
@@ -129,7 +129,7 @@ class BlockTrainer:
 
     def _output(self, which: str, x: Tensor, path: Path) -> tuple[Tensor, int]:
         h, level = self.net.run_prefix(which, x, self.prefix)
-        return self.net.run_block(which, h, self.k, path, level), int(self.net.online.path_end_level(self.k, path))  # type: ignore[operator]
+        return self.net.run_block(which, h, self.k, path, level), self.net.online.path_end_level(self.k, path)
 
     def train_step(self, x: Tensor) -> dict[str, float]:
         """One step on the normalised batch ``x`` (as the loaders give it); returns the mean loss and schedules."""

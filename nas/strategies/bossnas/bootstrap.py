@@ -1,11 +1,9 @@
 """Block-wise ensemble bootstrapping (BossNAS, spec section 2): the online and target networks, the per-block
 projector and predictor, the population-center target, the loss and the target's momentum schedule.
 
-A *block-wise supernet* is a single-path supernet with the interface of ``searchspaces.hytra.supernet`` (and the
-MBConv space's): ``num_blocks``, ``stem_forward``, ``forward_block(k, x, path, start_level)``, ``block_paths``,
-``path_start_levels``, ``path_end_level``, ``path_completes``, ``block_modules`` (block 0 owns the stem),
-``block_output_shape``, ``arch_from_paths``, ``paths_of``. Here block 0 runs the stem itself, so a block's input is
-the raw image for block 0 and the previous block's output otherwise.
+BossNAS trains a :class:`nas.supernet.BlockwiseSupernet` (HyTra's, the MBConv space's): spaces whose ``blocks()`` is
+not None build one. Here block 0 runs the stem itself, so a block's input is the raw image for block 0 and the
+previous block's output otherwise.
 """
 
 from __future__ import annotations
@@ -13,15 +11,20 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nas.supernet import Supernet
+from nas.errors import InvalidInput
+from nas.supernet import BlockPath, BlockwiseSupernet, missing_members
 
-Path = tuple[int, ...]
+if TYPE_CHECKING:
+    from nas.space import MacroBase, SearchSpace
+    from nas.strategies.bossnas.options import BossNASOptions
+
+Path = BlockPath
 
 # the loss of one path is -2 cos(p1, T2) - 2 cos(p2, T1), in [-4, 4]; the rank-correlation score adds this back
 LOSS_OFFSET = 4.0
@@ -69,50 +72,50 @@ class Projector(nn.Module):
         return self.mlp(self.adapters[str(level)](x).mean((2, 3)))  # type: ignore[no-any-return]
 
 
-def block_shapes(supernet: Any, k: int) -> dict[int, tuple[int, int]]:
+def block_shapes(supernet: BlockwiseSupernet, k: int) -> dict[int, tuple[int, int]]:
     """End level -> (channels, side) of block ``k``'s outputs over its candidate paths."""
-    return {
-        int(supernet.path_end_level(k, p)): tuple(supernet.block_output_shape(k, p))  # type: ignore[misc]
-        for p in supernet.block_paths(k)
-    }
+    return {supernet.path_end_level(k, p): supernet.block_output_shape(k, p) for p in supernet.block_paths(k)}
 
 
-def head_sizes(supernet: Any, proj_hidden: int | None, proj_dim: int | None) -> tuple[int, int]:
+def head_sizes(supernet: BlockwiseSupernet, proj_hidden: int | None, proj_dim: int | None) -> tuple[int, int]:
     """(hidden, dim): the options, or the spec's 4096/256 scaled with the last width (2x and /8, dim >= 16)."""
     last_c = last_shape(supernet)[0]
     return proj_hidden or 2 * last_c, proj_dim or max(16, last_c // 8)
 
 
-def last_shape(supernet: Any) -> tuple[int, int]:
+def last_shape(supernet: BlockwiseSupernet) -> tuple[int, int]:
     k = supernet.num_blocks - 1
-    return tuple(supernet.block_output_shape(k, supernet.block_paths(k)[0]))  # type: ignore[return-value]
+    return supernet.block_output_shape(k, supernet.block_paths(k)[0])
 
 
 class BossNASNet(nn.Module):
     """Everything BossNAS trains: the online supernet, its EMA target, and per block an online projector and
     predictor and a target projector. ``ratings`` / ``prefixes`` are filled as blocks are rated."""
 
-    def __init__(self, supernet: Supernet, proj_hidden: int | None = None, proj_dim: int | None = None) -> None:
+    def __init__(
+        self, supernet: BlockwiseSupernet, proj_hidden: int | None = None, proj_dim: int | None = None
+    ) -> None:
         super().__init__()
-        sn: Any = supernet
-        self.online = supernet
-        hidden, dim = head_sizes(sn, proj_hidden, proj_dim)
-        last = last_shape(sn)
+        if not isinstance(supernet, nn.Module):
+            raise TypeError(f"a block-wise supernet must be an nn.Module, got {type(supernet).__name__}")
+        self.online: BlockwiseSupernet = supernet
+        hidden, dim = head_sizes(supernet, proj_hidden, proj_dim)
+        last = last_shape(supernet)
         self.projectors = nn.ModuleList(
-            [Projector(block_shapes(sn, k), last, hidden, dim) for k in range(sn.num_blocks)]
+            [Projector(block_shapes(supernet, k), last, hidden, dim) for k in range(supernet.num_blocks)]
         )
-        self.predictors = nn.ModuleList([mlp(dim, hidden, dim) for _ in range(sn.num_blocks)])
-        self.target = copy.deepcopy(supernet).requires_grad_(False)
+        self.predictors = nn.ModuleList([mlp(dim, hidden, dim) for _ in range(supernet.num_blocks)])
+        self.target: BlockwiseSupernet = copy.deepcopy(supernet).requires_grad_(False)
         self.target_projectors = copy.deepcopy(self.projectors).requires_grad_(False)
-        self.num_blocks = int(sn.num_blocks)
-        self.start_level = int(sn.path_start_levels(0)[0])
+        self.num_blocks = supernet.num_blocks
+        self.start_level = supernet.path_start_levels(0)[0]
         self.ratings: dict[int, dict[Path, float]] = {}  # block -> path -> rating (lower is better)
         self.prefixes: dict[int, list[Path]] = {}  # block -> the paths of the blocks before it that fed it
         self.fallback_ratings: dict[int, dict[Path, float]] = {}  # ratings on the reference input (see strategy)
         self.timings: dict[str, float] = {}
 
     # --- forward pieces ----------------------------------------------------------------------------------------
-    def nets(self, which: str) -> tuple[Any, nn.ModuleList]:
+    def nets(self, which: str) -> tuple[BlockwiseSupernet, nn.ModuleList]:
         if which == "online":
             return self.online, self.projectors
         return self.target, self.target_projectors
@@ -122,14 +125,14 @@ class BossNASNet(nn.Module):
         sn = self.nets(which)[0]
         if k == 0:
             h = sn.stem_forward(h)
-        return sn.forward_block(k, h, path, level)  # type: ignore[no-any-return]
+        return sn.forward_block(k, h, path, level)
 
     def run_prefix(self, which: str, x: Tensor, prefix: Sequence[Path]) -> tuple[Tensor, int]:
         """The input of block ``len(prefix)``: ``x`` through the blocks of ``prefix``, and its level."""
         level = self.start_level
         for j, path in enumerate(prefix):
             x = self.run_block(which, x, j, path, level)
-            level = self.online.path_end_level(j, path)  # type: ignore[operator]
+            level = self.online.path_end_level(j, path)
         return x, level
 
     def online_prediction(self, h: Tensor, k: int, level: int) -> Tensor:
@@ -225,37 +228,22 @@ def unpack_state(packed: dict[str, Any]) -> dict[str, Tensor]:
 
 
 # --- construction ----------------------------------------------------------------------------------------------
-BLOCKWISE_MEMBERS = (
-    "num_blocks", "stem_forward", "forward_block", "block_paths", "path_start_levels", "path_end_level",
-    "path_completes", "block_modules", "block_output_shape", "arch_from_paths", "paths_of",
-)  # fmt: skip
-
-
-def is_blockwise(supernet: Any) -> bool:
-    return all(hasattr(supernet, m) for m in BLOCKWISE_MEMBERS)
-
-
-def build_net(space: Any, macro: Any, opts: Any, seed: int) -> BossNASNet:
+def build_net(space: SearchSpace, macro: MacroBase, opts: BossNASOptions, seed: int) -> BossNASNet:
     """The initial network of a search: weights depend on ``seed`` alone (every process builds the same)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         supernet = space.supernet(macro, mode="single_path")
-        if not is_blockwise(supernet):
-            missing = [m for m in BLOCKWISE_MEMBERS if not hasattr(supernet, m)]
-            raise TypeError(f"the supernet of {space.name!r} is not block-wise (missing {', '.join(missing)})")
+        if not isinstance(supernet, BlockwiseSupernet):
+            missing = ", ".join(missing_members(supernet, BlockwiseSupernet))
+            raise InvalidInput(
+                "space.name",
+                f"BossNAS trains block-wise supernets and the supernet of {space.name!r} is not one (it lacks "
+                f"{missing} of nas.supernet.BlockwiseSupernet); allowed: hytra, bossnas-mbconv",
+            )
         return BossNASNet(supernet, opts.proj_hidden, opts.proj_dim)
 
 
-def reference_prefix(supernet: Any, k: int) -> list[Path]:
-    """The fixed paths of blocks < k that feed block k in the independent mode: the supernet's
-    ``reference_paths()`` when it has them (HyTra: input at level k, where every candidate of block k runs),
-    otherwise each block's first candidate on the running level."""
-    if hasattr(supernet, "reference_paths"):
-        return [as_path(p) for p in supernet.reference_paths()[:k]]
-    level = int(supernet.path_start_levels(0)[0])
-    out = []
-    for j in range(k):
-        path = next(as_path(p) for p in supernet.block_paths(j, level) if supernet.path_completes(j, p))
-        out.append(path)
-        level = int(supernet.path_end_level(j, path))
-    return out
+def reference_prefix(supernet: BlockwiseSupernet, k: int) -> list[Path]:
+    """The fixed paths of blocks < k that feed block k in the independent mode: the supernet's reference paths
+    (HyTra: an input at level k, where every candidate of block k runs)."""
+    return [as_path(p) for p in supernet.reference_paths()[:k]]

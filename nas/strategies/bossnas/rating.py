@@ -123,11 +123,11 @@ def rate_block(
     prefix = [as_path(p) for p in prefix]
     candidates = [as_path(p) for p in candidates]
     amp = amp and device.type == "cuda"
-    sn: Any = net.online
+    sn = net.online
     net.eval()
     level = net.start_level
     for j, p in enumerate(prefix):
-        level = int(sn.path_end_level(j, p))
+        level = sn.path_end_level(j, p)
 
     # the block's inputs, computed once: online and target prefix on the BN batches and the held-out batches
     feats: dict[str, tuple[list[Tensor], list[Tensor]]] = {}
@@ -151,7 +151,7 @@ def rate_block(
     for i, path in enumerate(candidates):
         if cancel is not None and cancel.is_set():
             raise SearchCancelled("search cancelled")
-        end = int(sn.path_end_level(k, path))
+        end = sn.path_end_level(k, path)
         outputs: dict[str, tuple[Tensor, Tensor]] = {}
         for which in ("online", "target"):
             bn_feats, val_feats = feats[which]

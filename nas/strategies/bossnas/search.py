@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import random
 from functools import cache
-from typing import Any
 
 from nas.arch import Architecture
 from nas.strategies.bossnas.bootstrap import LOSS_OFFSET, Path, as_path
+from nas.supernet import BlockwiseSupernet
 
 Ratings = dict[int, dict[Path, float]]
 
@@ -22,11 +22,11 @@ Ratings = dict[int, dict[Path, float]]
 class RatedSpace:
     """The architectures of a block-wise supernet's space whose block paths all have a rating."""
 
-    def __init__(self, supernet: Any, ratings: Ratings) -> None:
+    def __init__(self, supernet: BlockwiseSupernet, ratings: Ratings) -> None:
         self.sn = supernet
         self.ratings = ratings
-        self.num_blocks = int(supernet.num_blocks)
-        self.start_level = int(supernet.path_start_levels(0)[0])
+        self.num_blocks = supernet.num_blocks
+        self.start_level = supernet.path_start_levels(0)[0]
         missing = [k for k in range(self.num_blocks) if not ratings.get(k)]
         if missing:
             raise ValueError(f"blocks {missing} have no ratings")
@@ -40,14 +40,14 @@ class RatedSpace:
         for p in sorted(self.ratings[k]):
             if p not in runnable or not self.sn.path_completes(k, p):
                 continue
-            if k == self.num_blocks - 1 or self._completions(k + 1, int(self.sn.path_end_level(k, p))) > 0:
+            if k == self.num_blocks - 1 or self._completions(k + 1, self.sn.path_end_level(k, p)) > 0:
                 out.append(p)
         return tuple(out)
 
     def _completions_uncached(self, k: int, level: int) -> int:
         if k == self.num_blocks:
             return 1
-        return sum(self._completions(k + 1, int(self.sn.path_end_level(k, p))) for p in self._options(k, level))
+        return sum(self._completions(k + 1, self.sn.path_end_level(k, p)) for p in self._options(k, level))
 
     def size(self) -> int:
         return self._completions(0, self.start_level)
@@ -59,15 +59,15 @@ class RatedSpace:
         level, paths = self.start_level, []
         for k in range(self.num_blocks):
             options = self._options(k, level)
-            weights = [self._completions(k + 1, int(self.sn.path_end_level(k, p))) for p in options]
+            weights = [self._completions(k + 1, self.sn.path_end_level(k, p)) for p in options]
             r = rng.randrange(sum(weights))
             for p, w in zip(options, weights, strict=True):
                 if r < w:
                     paths.append(p)
-                    level = int(self.sn.path_end_level(k, p))
+                    level = self.sn.path_end_level(k, p)
                     break
                 r -= w
-        return self.sn.arch_from_paths(paths)  # type: ignore[no-any-return]
+        return self.sn.arch_from_paths(paths)
 
     def contains(self, arch: Architecture) -> bool:
         return all(as_path(p) in self.ratings[k] for k, p in enumerate(self.sn.paths_of(arch)))
@@ -85,7 +85,7 @@ def arch_metrics(losses: list[float]) -> dict[str, float]:
     return out
 
 
-def best_path(supernet: Any, ratings: dict[Path, float], k: int, level: int) -> Path:
+def best_path(supernet: BlockwiseSupernet, ratings: dict[Path, float], k: int, level: int) -> Path:
     """Block ``k``'s best-rated path among those that run on ``level`` and can be completed (ties: lowest ops)."""
     runnable = {as_path(p) for p in supernet.block_paths(k, level)}
     options = [p for p in ratings if p in runnable and supernet.path_completes(k, p)]
@@ -94,7 +94,7 @@ def best_path(supernet: Any, ratings: dict[Path, float], k: int, level: int) -> 
     return min(options, key=lambda p: (ratings[p], p))
 
 
-def greedy_paths(supernet: Any, ratings: Ratings) -> list[Path]:
+def greedy_paths(supernet: BlockwiseSupernet, ratings: Ratings) -> list[Path]:
     """The public code's combination: block by block, the best-rated path that runs on the previous block's output
     and leaves the later blocks a rated completion."""
     space = RatedSpace(supernet, ratings)
@@ -105,5 +105,5 @@ def greedy_paths(supernet: Any, ratings: Ratings) -> list[Path]:
             raise ValueError(f"block {k} has no rated path on level {level}")
         path = min(options, key=lambda p: (ratings[k][p], p))
         paths.append(path)
-        level = int(supernet.path_end_level(k, path))
+        level = supernet.path_end_level(k, path)
     return paths

@@ -14,6 +14,7 @@ import torch
 from nas.arch import Architecture
 from nas.errors import InvalidInput
 from nas.objectives import mark_pareto, rank
+from nas.space import SearchSpace
 from nas.spec import Candidate, SearchResult
 from nas.strategies.base import SearchContext, Strategy
 from nas.strategies.bossnas.bootstrap import (
@@ -60,13 +61,14 @@ class BossNASStrategy(Strategy):
     Options = BossNASOptions
     options: BossNASOptions
 
-    def check_space(self, space: Any) -> None:
+    def check_space(self, space: SearchSpace) -> None:
         super().check_space(space)
         if not space.blocks():
             raise InvalidInput(
                 "space.name",
                 f"BossNAS trains block-wise supernets and {space.name!r} has no blocks; allowed: hytra, "
-                "bossnas-mbconv (or any space whose blocks() and supernet expose the block-wise interface)",
+                "bossnas-mbconv (or any space whose blocks() lists its blocks and whose supernet implements "
+                "nas.supernet.BlockwiseSupernet)",
             )
 
     # --- supernet training -------------------------------------------------------------------------------------
@@ -141,7 +143,7 @@ class BossNASStrategy(Strategy):
         output of the best paths before it) is rated here with every candidate of its block on the output of the
         reference paths (where all candidates run), once per block.
         """
-        sn: Any = supernet.online
+        sn = supernet.online
         needed: dict[int, set[Path]] = {}
         for arch in archs:
             for k, p in enumerate(sn.paths_of(arch)):
@@ -160,11 +162,11 @@ class BossNASStrategy(Strategy):
     def _rate_on_reference(self, ctx: SearchContext, net: BossNASNet, k: int) -> dict[Path, float]:
         from nas.strategies.bossnas.rating import rate_block
 
-        sn: Any = net.online
+        sn = net.online
         prefix = reference_prefix(sn, k)
         level = net.start_level
         for j, p in enumerate(prefix):
-            level = int(sn.path_end_level(j, p))
+            level = sn.path_end_level(j, p)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(ctx.seed)
             inputs = RatingData(ctx.data, self.options, ctx.device, ctx.seed, k)
@@ -176,7 +178,7 @@ class BossNASStrategy(Strategy):
     # --- search --------------------------------------------------------------------------------------------
     def search(self, ctx: SearchContext, net: BossNASNet) -> list[Candidate]:
         rated = RatedSpace(net.online, net.ratings)
-        sn: Any = net.online
+        sn = net.online
         if self.options.search == "greedy":
             ctx.reporter.phase_started("greedy", total=1)
             arch = sn.arch_from_paths(greedy_paths(sn, net.ratings))

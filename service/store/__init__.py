@@ -1,6 +1,6 @@
 """Storage of the service: SQLAlchemy models, repository functions and Alembic migrations."""
 
-from nas.store.db import Database
-from nas.store.migrate import upgrade
+from service.store.db import Database
+from service.store.migrate import upgrade
 
 __all__ = ["Database", "upgrade"]

@@ -1,8 +1,7 @@
-"""The client side of the ``nas`` command.
+"""The service commands of ``nas``, through the SDK (``--url``/``NAS_URL`` and ``--token``/``NAS_TOKEN``).
 
-Service commands (through the SDK, ``--url``/``NAS_URL`` and ``--token``/``NAS_TOKEN``): ``submit``, ``ls``, ``show``,
-``logs``, ``cancel``, ``retry``, ``download``. Administration (straight to the database of the ``NAS_*`` settings):
-``admin create-user``, ``admin create-token``, ``admin list-users``, ``db upgrade``, ``db current``.
+``submit``, ``ls``, ``show``, ``logs``, ``cancel``, ``retry``, ``download``. (The administration commands, ``nas admin
+...`` and ``nas db ...``, work on the database directly and live in the service package: :mod:`service.cli`.)
 
 Exit codes: 0 done; 2 the input is wrong (an invalid spec or option, an unknown search or user, a conflicting state,
 a missing or rejected token); 1 something else failed (the service is unreachable or failed, the search failed, a
@@ -13,31 +12,24 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import json
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar, get_args
+from typing import TYPE_CHECKING, Annotated, Any, get_args
 
 import typer
-from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from nas.cli_common import F, JsonOption, echo_json, err, fail_text, out, when
 from nas.client.errors import AuthError, Conflict, InvalidRequest, NASClientError, NotFound
 from nas.errors import InvalidInput
 
 if TYPE_CHECKING:
     from nas.client import Client
     from nas.client.models import EventOut, SearchOut
-    from nas.store import Database
-
-out = Console()
-err = Console(stderr=True, log_path=False)
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 PANEL_SERVICE = "Service (through the API)"
-PANEL_ADMIN = "Administration (on the database)"
 
 UrlOption = Annotated[
     str | None,
@@ -47,7 +39,6 @@ TokenOption = Annotated[
     str | None,
     typer.Option("--token", envvar="NAS_TOKEN", help="API token (default: the local admin token)", show_default=False),
 ]
-JsonOption = Annotated[bool, typer.Option("--json", help="machine-readable output")]
 
 
 def default_client(url: str | None, token: str | None) -> Client:
@@ -57,18 +48,7 @@ def default_client(url: str | None, token: str | None) -> Client:
 
 
 client_factory: Callable[[str | None, str | None], Client] = default_client
-"""Makes the SDK client of the service commands (tests replace it with one on a mock transport)."""
-
-
-def _fail(message: str, code: int) -> NoReturn:
-    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True, markup=True)
-    raise typer.Exit(code)
-
-
-def _fail_text(message: str, code: int) -> NoReturn:
-    from rich.markup import escape
-
-    _fail(escape(message), code)
+"""Makes the SDK client of the service commands (tests point it at a test service)."""
 
 
 def remote_errors(fn: F) -> F:
@@ -79,9 +59,9 @@ def remote_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except (InvalidRequest, NotFound, Conflict, AuthError, InvalidInput) as exc:
-            _fail_text(str(exc), 2)
+            fail_text(str(exc), 2)
         except NASClientError as exc:
-            _fail_text(str(exc), 1)
+            fail_text(str(exc), 1)
         except KeyboardInterrupt:
             err.print("\n[yellow]interrupted[/yellow]; the search goes on in the service", highlight=False)
             raise typer.Exit(130) from None
@@ -91,10 +71,6 @@ def remote_errors(fn: F) -> F:
 
 def connect(url: str | None, token: str | None) -> Client:
     return client_factory(url, token)
-
-
-def _echo_json(data: Any) -> None:
-    typer.echo(json.dumps(data, indent=2, default=str))
 
 
 # ---------------------------------------------------------------- formatting
@@ -120,10 +96,6 @@ def _progress(info: SearchOut) -> str:
     if p.step is not None:
         text += f" {p.step}/{p.total}" if p.total else f" {p.step}"
     return text
-
-
-def _when(value: dt.datetime | None) -> str:
-    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S") if value else ""
 
 
 STATUS_STYLE = {"queued": "cyan", "running": "yellow", "succeeded": "green", "failed": "red", "cancelled": "magenta"}
@@ -184,24 +156,18 @@ def details_table(info: SearchOut) -> Table:
         ("strategy", info.spec.strategy.name),
         ("resources", ", ".join(f"{k}={v:g}" for k, v in info.resources.items())),
         ("progress", _progress(info)),
-        ("created", _when(info.created_at)),
-        ("started", _when(info.started_at)),
-        ("finished", _when(info.finished_at)),
+        ("created", when(info.created_at)),
+        ("started", when(info.started_at)),
+        ("finished", when(info.finished_at)),
     ]
     if info.error:
-        rows.append(("error", f"[red]{_escape(info.error)}[/red]"))
+        rows.append(("error", f"[red]{escape(info.error)}[/red]"))
     if info.result and info.result.best:
         rows.append(("best", str(info.result.best.get("hash", ""))))
     for key, value in rows:
         if value:
             table.add_row(key, value)
     return table
-
-
-def _escape(text: str) -> str:
-    from rich.markup import escape
-
-    return escape(text)
 
 
 # ---------------------------------------------------------------- service commands
@@ -225,7 +191,7 @@ def submit(
         search = client.submit(spec, priority=priority, max_attempts=max_attempts)
         if not wait:
             if as_json:
-                _echo_json(search.info.model_dump(mode="json"))
+                echo_json(search.info.model_dump(mode="json"))
             else:
                 typer.echo(search.id)
                 err.print(f"follow it with: nas logs -f {search.id}", highlight=False)
@@ -238,14 +204,14 @@ def submit(
 
 def _report_end(info: SearchOut, as_json: bool) -> None:
     if as_json:
-        _echo_json(info.model_dump(mode="json"))
+        echo_json(info.model_dump(mode="json"))
     elif info.status == "succeeded":
         out.print(result_table(info))
         if info.result and info.result.final:
             err.print(f"download the model with: nas download {info.id}", highlight=False)
     if info.status != "succeeded":
         reason = f": {info.error}" if info.error else ""
-        _fail_text(f"search {info.id} {info.status}{reason}", 1)
+        fail_text(f"search {info.id} {info.status}{reason}", 1)
 
 
 @remote_errors
@@ -269,7 +235,7 @@ def ls(
     with connect(url, token) as client:
         rows = client.searches(status=status, name=name, limit=limit)
     if as_json:
-        _echo_json([r.model_dump(mode="json") for r in rows])
+        echo_json([r.model_dump(mode="json") for r in rows])
         return
     table = Table(title=f"{len(rows)} search{'es' * (len(rows) != 1)}")
     table.add_column("id", no_wrap=True)
@@ -277,7 +243,7 @@ def ls(
         table.add_column(col, justify="right" if col == "prio" else "left", no_wrap=col in ("status", "created"))
     for r in rows:
         table.add_row(
-            r.id, _escape(r.name), _status(r.status), str(r.priority), _progress(r), r.owner, _when(r.created_at)
+            r.id, escape(r.name), _status(r.status), str(r.priority), _progress(r), r.owner, when(r.created_at)
         )
     out.print(table)
 
@@ -293,7 +259,7 @@ def show(
     with connect(url, token) as client:
         info = client.search(search_id).info
     if as_json:
-        _echo_json(info.model_dump(mode="json"))
+        echo_json(info.model_dump(mode="json"))
         return
     out.print(details_table(info))
     if info.result and info.result.final:
@@ -316,7 +282,7 @@ def logs(
         if follow:
             info = search.info
             reason = f": {info.error}" if info.error else ""
-            err.print(f"search {info.id} {_status(info.status)}{_escape(reason)}", highlight=False)
+            err.print(f"search {info.id} {_status(info.status)}{escape(reason)}", highlight=False)
 
 
 @remote_errors
@@ -368,190 +334,6 @@ def _safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "search"
 
 
-# ---------------------------------------------------------------- administration (database)
-
-USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-
-
-class _Unmigrated(Exception):
-    pass
-
-
-def db_errors(fn: F) -> F:
-    """Store and settings errors as one line on stderr: 2 for bad input, 1 for an unusable database."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from pydantic import ValidationError
-        from sqlalchemy.exc import SQLAlchemyError
-
-        from nas.store.repo import StoreError
-
-        try:
-            return fn(*args, **kwargs)
-        except InvalidInput as exc:
-            _fail_text(str(exc), 2)
-        except StoreError as exc:
-            _fail_text(f"{exc.field}: {exc}" if exc.field else str(exc), 2)
-        except ValidationError as exc:  # the NAS_* settings
-            e = exc.errors()[0]
-            _fail_text(f"NAS_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}", 2)
-        except _Unmigrated as exc:
-            _fail_text(str(exc), 1)
-        except SQLAlchemyError as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            _fail_text(f"database: {first}", 1)
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _open_database() -> Database:
-    from nas.settings import Settings
-    from nas.store import Database
-
-    return Database(Settings().db_url)  # type: ignore[call-arg]  # every field has a default
-
-
-def _shown_url(db: Database) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(db.url).render_as_string(hide_password=True)
-
-
-def _head_revision() -> str | None:
-    from alembic.script import ScriptDirectory
-
-    from nas.store.migrate import alembic_config
-
-    return ScriptDirectory.from_config(alembic_config()).get_current_head()
-
-
-def _migrated_database() -> Database:
-    from nas.store.migrate import current
-
-    db = _open_database()
-    revision, head = current(db.engine), _head_revision()
-    if revision != head:
-        shown = _shown_url(db)
-        db.dispose()
-        raise _Unmigrated(
-            f"the database {shown} is at revision {revision or 'none (empty)'}, not {head}; run `nas db upgrade` first"
-        )
-    return db
-
-
-admin_app = typer.Typer(
-    help="Users and API tokens (on the database of the NAS_* settings: run it where the service runs).",
-    no_args_is_help=True,
-)
-db_app = typer.Typer(help="The service's database schema (Alembic migrations).", no_args_is_help=True)
-
-
-@admin_app.command("create-user")
-@db_errors
-def create_user(
-    name: Annotated[str, typer.Argument(help="user name: letters, digits, '.', '_', '-'")],
-    admin: Annotated[bool, typer.Option("--admin", help="sees and manages every search")] = False,
-) -> None:
-    """Create a user (then give them a token with `nas admin create-token NAME`)."""
-    from nas.store import repo
-
-    if not USER_NAME.match(name):
-        raise InvalidInput("name", f"{name!r} is not allowed; use 1-100 letters, digits, '.', '_' or '-'")
-    db = _migrated_database()
-    try:
-        with db.session(write_lock=True) as s:
-            repo.create_user(s, name, admin=admin)
-    finally:
-        db.dispose()
-    typer.echo(f"created {'admin ' if admin else ''}user {name}")
-    err.print(f"give them a token with: nas admin create-token {name}", highlight=False)
-
-
-@admin_app.command("create-token")
-@db_errors
-def create_token(
-    user: Annotated[str, typer.Argument(help="the user the token acts as")],
-    name: Annotated[str, typer.Option("--name", help="label of the token (where it is used)")] = "default",
-) -> None:
-    """Create an API token and print it (the only time it is shown: only its hash is stored)."""
-    from nas.store import repo
-
-    if not 1 <= len(name) <= 100:
-        raise InvalidInput("--name", "must be 1-100 characters")
-    db = _migrated_database()
-    try:
-        with db.session() as s:
-            token = repo.create_token(s, repo.get_user(s, user), name=name)
-    finally:
-        db.dispose()
-    typer.echo(token)
-    err.print("store it now (e.g. export NAS_TOKEN=...): it cannot be shown again", highlight=False)
-
-
-@admin_app.command("list-users")
-@db_errors
-def list_users(as_json: JsonOption = False) -> None:
-    """List the users and how many active tokens each has."""
-    from nas.store import repo
-
-    db = _migrated_database()
-    try:
-        with db.session() as s:
-            users = repo.list_users(s)
-    finally:
-        db.dispose()
-    rows: list[dict[str, Any]] = [
-        {"name": u.name, "is_admin": u.is_admin, "tokens": tokens, "created_at": u.created_at} for u, tokens in users
-    ]
-    if as_json:
-        _echo_json(rows)
-        return
-    table = Table(title=f"{len(rows)} user{'s' * (len(rows) != 1)}")
-    for col in ("name", "admin", "active tokens", "created"):
-        table.add_column(col)
-    for r in rows:
-        table.add_row(r["name"], "yes" if r["is_admin"] else "", str(r["tokens"]), _when(r["created_at"]))
-    out.print(table)
-
-
-@db_app.command("upgrade")
-@db_errors
-def db_upgrade() -> None:
-    """Create or migrate the database schema to the newest revision (safe to run again)."""
-    from nas.store import upgrade
-    from nas.store.migrate import current
-
-    db = _open_database()
-    try:
-        before = current(db.engine)
-        upgrade(db.engine)
-        after = current(db.engine)
-        shown = _shown_url(db)
-    finally:
-        db.dispose()
-    if before == after:
-        typer.echo(f"{shown}: already at {after} (head)")
-    else:
-        typer.echo(f"{shown}: upgraded from {before or 'empty'} to {after} (head)")
-
-
-@db_app.command("current")
-@db_errors
-def db_current() -> None:
-    """Print the schema revision of the database and whether it is the newest."""
-    from nas.store.migrate import current
-
-    db = _open_database()
-    try:
-        revision, shown = current(db.engine), _shown_url(db)
-    finally:
-        db.dispose()
-    head = _head_revision()
-    state = "(head)" if revision == head else f"(not head {head}: run `nas db upgrade`)"
-    typer.echo(f"{shown}: {revision or 'none'} {state}")
-
-
 # ---------------------------------------------------------------- registration
 
 SERVICE_COMMANDS: tuple[tuple[str, Callable[..., Any]], ...] = (
@@ -566,8 +348,6 @@ SERVICE_COMMANDS: tuple[tuple[str, Callable[..., Any]], ...] = (
 
 
 def register(app: typer.Typer) -> None:
-    """Add the client-side commands to the ``nas`` command."""
+    """Add the service commands to the ``nas`` command."""
     for name, fn in SERVICE_COMMANDS:
         app.command(name, rich_help_panel=PANEL_SERVICE)(fn)
-    app.add_typer(admin_app, name="admin", rich_help_panel=PANEL_ADMIN)
-    app.add_typer(db_app, name="db", rich_help_panel=PANEL_ADMIN)

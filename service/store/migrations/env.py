@@ -1,12 +1,12 @@
-"""Alembic environment: uses the connection handed over by nas.store.migrate, or sqlalchemy.url."""
+"""Alembic environment: uses the connection handed over by service.store.migrate, or sqlalchemy.url."""
 
 from __future__ import annotations
 
 from alembic import context
 from sqlalchemy import Connection
 
-from nas.store.db import make_engine
-from nas.store.models import Base
+from service.store.db import make_engine
+from service.store.models import Base
 
 config = context.config
 target_metadata = Base.metadata

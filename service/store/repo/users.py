@@ -1,0 +1,123 @@
+"""Users and API tokens: creation, authentication, revocation, the embedded service's admin token."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import os
+import secrets
+from pathlib import Path
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
+
+from service.store.db import Database
+from service.store.models import ApiToken, User, utcnow
+from service.store.repo.errors import Conflict, NotFound
+
+log = logging.getLogger(__name__)
+
+TOKEN_PREFIX = "nas_"
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create_user(s: Session, name: str, *, admin: bool = False) -> User:
+    if s.scalar(select(User).where(User.name == name)) is not None:
+        raise Conflict(f"a user named {name!r} already exists", field="name")
+    user = User(name=name, is_admin=admin)
+    s.add(user)
+    s.flush()
+    return user
+
+
+def get_user(s: Session, name: str) -> User:
+    user = s.scalar(select(User).where(User.name == name))
+    if user is None:
+        raise NotFound(f"no user named {name!r}", field="user")
+    return user
+
+
+def list_users(s: Session) -> list[tuple[User, int]]:
+    """Every user with the number of its active (not revoked) tokens, by name."""
+    counts = dict(
+        s.execute(
+            select(ApiToken.user_id, func.count()).where(ApiToken.revoked_at.is_(None)).group_by(ApiToken.user_id)
+        ).all()
+    )
+    return [(u, int(counts.get(u.id, 0))) for u in s.scalars(select(User).order_by(User.name))]
+
+
+def create_token(s: Session, user: User, name: str = "default") -> str:
+    """A new API token for ``user``. Only its hash is stored; the plain token is returned once."""
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    s.add(ApiToken(user_id=user.id, name=name, token_hash=hash_token(token), prefix=token[:12]))
+    s.flush()
+    return token
+
+
+def authenticate(s: Session, token: str) -> User | None:
+    """The user of an active token, or None. Reads only: see record_token_use."""
+    row = s.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(token), ApiToken.revoked_at.is_(None)))
+    return None if row is None else row.user
+
+
+def record_token_use(db: Database, token: str, every: dt.timedelta = dt.timedelta(minutes=5)) -> None:
+    """Record (coarsely: at most every ``every``) that a token was used, in a short transaction of its own.
+
+    Called after the request's own session is closed, so it never holds a second connection or a row lock for the
+    rest of a request; a busy database only means the use is recorded by a later request.
+    """
+    now = utcnow()
+    try:
+        with db.session() as s:
+            s.execute(
+                update(ApiToken)
+                .where(
+                    ApiToken.token_hash == hash_token(token),
+                    or_(ApiToken.last_used_at.is_(None), ApiToken.last_used_at < now - every),
+                )
+                .values(last_used_at=now)
+            )
+    except OperationalError as exc:
+        log.debug("token use not recorded: %s", exc)
+
+
+def revoke_tokens(s: Session, user: User) -> int:
+    result = s.execute(
+        update(ApiToken).where(ApiToken.user_id == user.id, ApiToken.revoked_at.is_(None)).values(revoked_at=utcnow())
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def ensure_local_admin(db: Database, token_file: Path) -> str:
+    """The embedded service's admin token: reuse the one in ``token_file`` if it is valid, else make one.
+
+    The file is written with mode 0600 and replaced atomically.
+    """
+    if token_file.is_file():
+        token = token_file.read_text().strip()
+        with db.session() as s:
+            if authenticate(s, token) is not None:
+                return token
+    with db.session(write_lock=True) as s:
+        user = s.scalar(select(User).where(User.name == "admin")) or create_user(s, "admin", admin=True)
+        token = create_token(s, user, name="local")
+    write_secret(token_file, token)
+    return token
+
+
+def write_secret(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, (text + "\n").encode())
+    finally:
+        os.close(fd)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
