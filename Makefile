@@ -60,6 +60,7 @@ typecheck: setup
 bench: setup
 	$(BIN)/python benchmarks/supernet_throughput.py
 	$(BIN)/python benchmarks/end_to_end.py
+	$(BIN)/python benchmarks/nas_info.py
 
 bench-service: setup
 	$(BIN)/python benchmarks/service_load.py
