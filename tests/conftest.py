@@ -16,6 +16,9 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 import tests.toy_space  # noqa: F401  (registers the 'toyconv' space)
 
+# fixtures of a live service on loopback (`live`, `user`) for the SDK and CLI tests
+pytest_plugins = ["tests.live_service"]
+
 if TYPE_CHECKING:
     from nas.data.base import DataSplits
     from service.store import Database

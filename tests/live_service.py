@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import uvicorn
 from sqlalchemy import update
 
@@ -329,3 +330,19 @@ def drop_after_bytes(response: httpx.Response, size: int) -> httpx.Response:
         raise httpx.ReadError("connection reset by peer")
 
     return httpx.Response(response.status_code, headers={"content-type": "application/octet-stream"}, content=body())
+
+
+# ---------------------------------------------------------------- fixtures (imported by the test modules that use them)
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveService]:
+    """One live service per test module."""
+    with serve(tmp_path_factory.mktemp("live")) as service:
+        yield service
+
+
+@pytest.fixture
+def user(live: LiveService) -> tuple[str, str]:
+    """A user of this test alone (name, token): the searches it sees are the test's own."""
+    return live.new_user()

@@ -30,22 +30,9 @@ from tests.live_service import (
     Proxy,
     event,
     finish_when_followed,
-    serve,
 )
 
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveService]:
-    with serve(tmp_path_factory.mktemp("live")) as service:
-        yield service
-
-
-@pytest.fixture
-def user(live: LiveService) -> tuple[str, str]:
-    """A user of this test alone (name, token): the searches it sees are the test's own."""
-    return live.new_user()
 
 
 @pytest.fixture

@@ -50,23 +50,10 @@ from tests.live_service import (
     finish_when_followed,
     later,
     problem,
-    serve,
     sse_response,
 )
 
 Forward = Callable[[], httpx.Response]
-
-
-@pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveService]:
-    with serve(tmp_path_factory.mktemp("live")) as service:
-        yield service
-
-
-@pytest.fixture
-def user(live: LiveService) -> tuple[str, str]:
-    """A user of this test alone (name, token): the searches it sees are the test's own."""
-    return live.new_user()
 
 
 @pytest.fixture
