@@ -14,7 +14,10 @@ from fastapi.openapi.utils import get_openapi
 from api.deps import API_PREFIX
 from api.metrics import Metrics, MetricsMiddleware
 from api.problems import BodyLimitMiddleware, install_handlers, problem_media_types
+from api.ratelimit import RateLimiter
 from api.routers import API_ROUTERS, health
+from api.security import HostCheckMiddleware, SecurityHeadersMiddleware, install_docs
+from api.streams import StreamHub
 from service.settings import Settings
 from service.store import Database, upgrade
 
@@ -61,6 +64,7 @@ def create_app(
         try:
             yield
         finally:
+            await streams.close()
             if scheduler is not None:
                 scheduler.stop()
             if own_db:
@@ -72,7 +76,7 @@ def create_app(
         description=DESCRIPTION,
         lifespan=lifespan,
         openapi_url=f"{API_PREFIX}/openapi.json",
-        docs_url=f"{API_PREFIX}/docs",
+        docs_url=None,  # served from local files by api.security.install_docs (no CDN)
         redoc_url=None,
     )
     app.state.settings = settings
@@ -80,15 +84,25 @@ def create_app(
     app.state.executor = executor
     app.state.scheduler = scheduler
     app.state.metrics = Metrics(database)
+    app.state.rate_limiter = (
+        RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst) if settings.rate_limit_per_s > 0 else None
+    )
+    app.state.streams = streams = StreamHub(
+        database, max_per_user=settings.max_streams_per_user, max_total=settings.max_streams
+    )
 
     install_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)  # outermost: also counts 413s
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)  # also counts 413s
+    loopback_only = not settings.auth  # a DNS-rebinding page must not reach an API without tokens
+    app.add_middleware(HostCheckMiddleware, allowed=settings.allowed_hosts, loopback_only=loopback_only)
+    app.add_middleware(SecurityHeadersMiddleware)  # outermost: on every response, errors included
 
     routers = [*API_ROUTERS, health.router]
     for router in routers:  # the routers carry their full prefix (route templates in metrics)
         app.include_router(router)
     app.state.routes = [route for router in routers for route in router.routes]  # for the Allow header of 405s
+    install_docs(app)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 
 from api.deps import DbDep, SettingsDep
 from api.problems import ProblemError
+from api.ratelimit import RateLimiter, retry_after_header
 from service.store import repo
 from service.store.db import Database
 from service.store.models import User
@@ -74,7 +75,22 @@ def current_user(
     user = authenticate(db, credentials.credentials.strip())
     if user is None:
         raise _unauthorized("the API token is unknown or revoked", error="invalid_token")
+    _rate_limit(request, user)
     return user
+
+
+def _rate_limit(request: Request, user: User) -> None:
+    """429 with Retry-After when the user's requests outrun NAS_RATE_LIMIT_PER_S (api.ratelimit)."""
+    limiter: RateLimiter | None = getattr(request.app.state, "rate_limiter", None)
+    if limiter is None:
+        return
+    wait = limiter.take(user.id)
+    if wait > 0:
+        raise ProblemError(
+            429,
+            f"too many requests: at most {limiter.rate:g} per second (NAS_RATE_LIMIT_PER_S); retry later",
+            headers={"Retry-After": retry_after_header(wait)},
+        )
 
 
 CurrentUser = Annotated[User, Depends(current_user)]

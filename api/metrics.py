@@ -1,7 +1,8 @@
 """Prometheus metrics of one app (its own CollectorRegistry, so several apps in one process do not clash).
 
 - ``nas_http_requests_total{method,route,status}`` and ``nas_http_request_duration_seconds{method,route}``, labelled
-  by the route template (``/api/v1/searches/{search_id}``), never the raw path, so the label set stays small.
+  by the route template (``/api/v1/searches/{search_id}``), never the raw path, and by a method from a fixed set
+  (``METHODS``, else ``other``), so the label set stays small.
 - ``nas_searches{status}`` and ``nas_queue_length``, read from the database at scrape time.
 """
 
@@ -23,6 +24,14 @@ from service.store.models import STATUSES
 log = logging.getLogger(__name__)
 
 UNMATCHED = "<unmatched>"
+# the method label takes one of these, else "other": the server accepts any token as a method name, and a label per
+# made-up name would grow the metrics page (and Prometheus's memory) without bound
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+OTHER_METHOD = "other"
+
+
+def method_label(method: str) -> str:
+    return method if method in METHODS else OTHER_METHOD
 
 
 class SearchCollector(Collector):
@@ -94,6 +103,6 @@ class MetricsMiddleware:
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None) or UNMATCHED
-            method = scope.get("method", "")
+            method = method_label(scope.get("method", ""))
             self.metrics.requests.labels(method, template, str(status)).inc()
             self.metrics.latency.labels(method, template).observe(time.perf_counter() - start)

@@ -29,6 +29,16 @@ log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
 
+# on every response (api.security.SecurityHeadersMiddleware; here too for the 500s answered outside the middleware)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+}
+
 TITLES = {
     400: "Bad Request",
     401: "Unauthorized",
@@ -193,7 +203,8 @@ async def _invalid_input_handler(request: Request, exc: Exception) -> JSONRespon
 
 async def _unhandled_handler(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error in %s %s", request.method, request.url.path, exc_info=exc)
-    return problem_response(500, "an unexpected error happened on the server; it was logged", instance=request.url.path)
+    detail = "an unexpected error happened on the server; it was logged"
+    return problem_response(500, detail, instance=request.url.path, headers=dict(SECURITY_HEADERS))
 
 
 def install_handlers(app: FastAPI) -> None:

@@ -1,6 +1,6 @@
 """Checks of a search request beyond its pydantic model, done before anything is stored.
 
-1. Values the database cannot hold (NUL characters, NaN/infinite numbers) anywhere in the spec.
+1. Values the database cannot hold (NUL characters, lone surrogates, NaN/infinite numbers) anywhere in the spec.
 2. ``nas.runner.plan_search``: the space, its options and macro settings, the strategy and its options.
 3. A dataset named by path must resolve (symlinks and ``..`` resolved) inside the server's dataset roots.
 4. On a local cluster, the resources asked for must fit the machine.
@@ -47,13 +47,15 @@ def check_storable(value: Any, where: list[str | int] | None = None) -> None:
     if isinstance(value, str):
         if "\x00" in value:
             raise invalid(format_loc(where), "must not contain NUL characters")
+        if not _encodable(value):
+            raise invalid(format_loc(where), "must be valid Unicode text (it contains a lone surrogate)")
     elif isinstance(value, float):
         if not math.isfinite(value):
             raise invalid(format_loc(where), "must be a finite number")
     elif isinstance(value, dict):
         for key, item in value.items():
-            if "\x00" in str(key):
-                raise invalid(format_loc(where), "keys must not contain NUL characters")
+            if "\x00" in str(key) or not _encodable(str(key)):
+                raise invalid(format_loc(where), "keys must not contain NUL characters or lone surrogates")
             check_storable(item, [*where, str(key)])
     elif isinstance(value, list):
         for i, item in enumerate(value):
@@ -83,17 +85,28 @@ def check_dataset_path(spec: SearchSpec, roots: Sequence[Path]) -> None:
             "this server reads no dataset paths: no dataset roots are configured "
             "(NAS_DATASET_ROOTS configures them, a list of folders separated by the OS path separator)",
         )
-    guard = PathGuard(roots)
-    allowed = ", ".join(str(r) for r in guard.roots or [])
+    if not _encodable(path):
+        raise invalid(field, "must be valid Unicode text (it contains a lone surrogate)")
+    # the roots are never listed in these messages: users need not see the server's layout (admins know it)
     if not Path(path).is_absolute():
-        raise invalid(field, f"{path!r} must be an absolute path inside the dataset roots: {allowed}")
+        raise invalid(field, f"{path!r} must be an absolute path inside the allowed dataset roots")
     kind = "file" if spec.dataset.name in FILE_DATASETS else "folder"
     try:
-        guard.existing(path, kind)
+        PathGuard(roots).existing(path, kind)
     except InvalidInput as exc:
         raise invalid(field, exc.message) from exc
-    except OSError as exc:  # e.g. a symlink loop or a name the filesystem refuses
-        raise invalid(field, f"{path!r} cannot be read: {exc.strerror or exc}") from exc
+    except OSError as exc:  # e.g. a name too long, or one the filesystem refuses
+        raise invalid(field, f"{path!r} cannot be read: {exc.strerror or type(exc).__name__}") from exc
+    except (RuntimeError, ValueError) as exc:  # Path.resolve() on a symlink loop; a name the OS cannot encode
+        raise invalid(field, f"{path!r} cannot be resolved (a symlink loop or an invalid name)") from exc
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def check_resources(spec: SearchSpec, executor: Executor | None, need: tuple[float, float]) -> None:

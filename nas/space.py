@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from nas.arch import Architecture
 from nas.errors import InvalidInput
 from nas.registry import Registry
+from nas.spec import Strict
 
 if TYPE_CHECKING:
     from optuna.trial import Trial
@@ -32,10 +33,11 @@ if TYPE_CHECKING:
     from nas.supernet import Supernet
 
 
-class MacroBase(BaseModel):
-    """Macro settings every space accepts: what the dataset dictates. Spaces subclass it with their own fields."""
+class MacroBase(Strict):
+    """Macro settings every space accepts: what the dataset dictates. Spaces subclass it with their own fields.
 
-    model_config = ConfigDict(extra="forbid")
+    Strict like the spec (:class:`nas.spec.Strict`): no bool or string for a number, no number for a string.
+    """
 
     num_classes: int = Field(10, ge=1, le=100_000)
     in_channels: int = Field(3, ge=1, le=64)
@@ -45,10 +47,8 @@ class MacroBase(BaseModel):
         return self
 
 
-class OptionsBase(BaseModel):
-    """Options that change the space itself (which ops exist, ...). Spaces subclass it."""
-
-    model_config = ConfigDict(extra="forbid")
+class OptionsBase(Strict):
+    """Options that change the space itself (which ops exist, ...). Spaces subclass it. Strict like the spec."""
 
 
 class Preset(BaseModel):

@@ -5,8 +5,9 @@ This module imports pydantic only (no torch), so the SDK can use it.
 
 from __future__ import annotations
 
+import types
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -20,7 +21,39 @@ ALL_EXPORTS: list[ExportFormat] = ["json", "safetensors", "torchscript", "onnx",
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Base of every model a user writes (the spec, strategy options, space options and macros).
+
+    Unknown fields are refused, and values must already have their type: no ``true`` for a number, no ``"2"`` for
+    a number, no number for a string. Only what JSON and YAML cannot say otherwise is converted: a whole number
+    written as a float (``1e6``, ``2.0``) for an integer field, and a list for a tuple field. An integer where a
+    float is expected is a float already.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _json_forms(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        out = dict(data)
+        for name, info in cls.model_fields.items():
+            key = info.alias or name
+            if key not in out:
+                continue
+            value, kinds = out[key], _kinds(info.annotation)
+            if isinstance(value, float) and value.is_integer() and int in kinds and float not in kinds:
+                out[key] = int(value)
+            elif isinstance(value, list) and tuple in kinds:
+                out[key] = tuple(value)
+        return out
+
+
+def _kinds(annotation: Any) -> set[Any]:
+    """The plain types an annotation allows (``int | None`` -> {int, NoneType}; ``tuple[float, float]`` -> {tuple})."""
+    if get_origin(annotation) in (Union, types.UnionType):
+        return set().union(*(_kinds(a) for a in get_args(annotation)))
+    return {get_origin(annotation) or annotation}
 
 
 class DatasetSpec(Strict):

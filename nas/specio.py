@@ -15,6 +15,23 @@ from nas.errors import InvalidInput
 from nas.spec import SearchSpec
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 reads ``1e6`` and ``3.0e6`` (an exponent without a sign) as strings, and strict specs refuse strings
+    for numbers; this loader reads them as the floats they look like (as YAML 1.2 and JSON do)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def load_yaml(text: str) -> Any:
+    """Parse YAML like ``yaml.safe_load``, with exponent floats (``1e6``) read as floats."""
+    return yaml.load(text, Loader=_Loader)
+
+
 def _loc(err: Mapping[str, Any]) -> str:
     return ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-after"))
 
@@ -44,7 +61,7 @@ def load_spec(path: str | Path) -> SearchSpec:
     except (OSError, UnicodeDecodeError) as exc:
         raise InvalidInput("spec", f"cannot read {str(p)!r}: {exc}") from exc
     try:
-        data = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
+        data = json.loads(text) if p.suffix == ".json" else load_yaml(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise InvalidInput(

@@ -35,18 +35,39 @@ class Settings(BaseSettings):
     )
     scheduler: bool = Field(True, description="run the scheduler loop in this controller")
     max_running_per_user: int = Field(2, ge=1)
+    max_queued_per_user: int = Field(20, ge=1, description="queued searches a non-admin user may have (over: 429)")
+    max_priority_user: int = Field(10, ge=-100, le=100, description="highest priority a non-admin user may ask for")
     max_attempts: int = Field(3, ge=1, le=20, description="default attempts of a search before it fails")
     retry_backoff_s: float = Field(5.0, ge=0.0, description="first retry delay; doubles with each attempt")
     lease_s: float = Field(60.0, gt=0.0, description="a running search whose heartbeat is older is re-queued")
     heartbeat_s: float = Field(5.0, gt=0.0)
     scheduler_interval_s: float = Field(1.0, gt=0.0)
     max_body_bytes: int = Field(1_000_000, ge=1024, description="largest request body the API accepts")
+    max_streams_per_user: int = Field(20, ge=1, description="open event streams (SSE) a user may hold at once")
+    max_streams: int = Field(500, ge=1, description="open event streams (SSE) the API serves at once, in all")
+    rate_limit_per_s: float = Field(
+        0.0, ge=0.0, description="requests per second each user may send (token bucket; 0: no limit)"
+    )
+    rate_limit_burst: int = Field(100, ge=1, description="requests a user may send at once before the rate applies")
+    metrics_token: str | None = Field(None, description="bearer token /metrics requires; default: none (open)")
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Host header names the API answers (comma-separated); default: loopback names with auth off, "
+        "else any",
+    )
 
     @field_validator("dataset_roots", mode="before")
     @classmethod
     def _split_roots(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [p for p in value.split(os.pathsep) if p.strip()]
+        return value
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [h.strip() for h in value.split(",") if h.strip()]
         return value
 
     @field_validator("data_dir", mode="after")

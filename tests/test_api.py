@@ -415,7 +415,7 @@ def test_unhandled_error_is_a_problem_without_internals(database: Database, tmp_
 
 def test_auth_off_acts_as_admin_on_loopback_only(database: Database, tmp_path: Path) -> None:
     app = create_app(Settings(data_dir=tmp_path, auth=False), db=database)
-    with TestClient(app) as client:
+    with TestClient(app, base_url="http://127.0.0.1:8321") as client:  # auth off: loopback Host names only
         assert client.get("/api/v1/me").json() == {"name": "admin", "is_admin": True}
         created = client.post("/api/v1/searches", json={"spec": spec()})
         assert created.status_code == 201 and created.json()["owner"] == "admin"

@@ -189,6 +189,52 @@ def test_negative_and_absurd_budgets_are_422(env: Env, changes: dict[str, Any], 
     refused(env, {"spec": spec(**changes)}, 422, field)
 
 
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"strategy": {"name": "spos", "options": {"epochs": True}}}, "spec.strategy.options.epochs"),
+        ({"strategy": {"name": "spos", "options": {"epochs": "2"}}}, "spec.strategy.options.epochs"),
+        ({"strategy": {"name": "spos", "options": {"epochs": 1.5}}}, "spec.strategy.options.epochs"),
+        ({"strategy": {"name": "spos", "options": {"strict_fairness": 1}}}, "spec.strategy.options.strict_fairness"),
+        ({"strategy": {"name": "spos", "options": {"train": {"lr": "0.1"}}}}, "spec.strategy.options.train.lr"),
+        (
+            {"strategy": {"name": "darts", "options": {"arch_betas": [0.5, "0.9"]}}},
+            "spec.strategy.options.arch_betas.1",
+        ),
+        ({"space": {"name": "nasnet", "macro": {"filters": False}}}, "spec.space.macro.filters"),
+        ({"space": {"name": "nasnet", "options": {"attention": "yes"}}}, "spec.space.options.attention"),
+        ({"dataset": {"name": "digits", "limit": "100"}}, "spec.dataset.limit"),
+        ({"final": {"train": {"augment": "false"}}}, "spec.final.train.augment"),
+        ({"name": 7}, "spec.name"),
+        ({"seed": True}, "spec.seed"),
+    ],
+)
+def test_values_of_the_wrong_type_are_422_not_coerced(env: Env, changes: dict[str, Any], field: str) -> None:
+    refused(env, {"spec": spec(**changes)}, 422, field)
+
+
+WRONG_TYPES = [
+    ({"priority": True}, "priority"),
+    ({"priority": "5"}, "priority"),
+    ({"max_attempts": "2"}, "max_attempts"),
+    ({"max_attempts": 1.5}, "max_attempts"),
+]
+
+
+@pytest.mark.parametrize(("body", "field"), WRONG_TYPES)
+def test_request_fields_of_the_wrong_type_are_422_not_coerced(env: Env, body: dict[str, Any], field: str) -> None:
+    refused(env, {"spec": spec(), **body}, 422, field)
+
+
+def test_json_forms_of_numbers_and_tuples_are_accepted(env: Env) -> None:
+    options = {"epochs": 2.0, "cpus_per_worker": 1, "train": {"lr": 3, "grad_clip": 3.0e5}}
+    r = env.client.post(URL, json={"spec": spec(strategy={"name": "spos", "options": options})}, headers=env.h())
+    assert r.status_code == 201, r.text
+    darts = {"arch_betas": [0.5, 0.999]}
+    r = env.client.post(URL, json={"spec": spec(strategy={"name": "darts", "options": darts})}, headers=env.h())
+    assert r.status_code == 201, r.text
+
+
 def test_unknown_space_strategy_and_dataset_are_422(env: Env) -> None:
     problem = refused(env, {"spec": spec(space={"name": "imaginary"})}, 422, "spec.space.name")
     assert "nasnet" in problem["detail"]  # says what is allowed

@@ -37,7 +37,7 @@ def free_port() -> int:
 @pytest.fixture
 def server(database: Database, tmp_path: Path) -> Iterator[str]:
     """The app in uvicorn on a free loopback port, in a thread; stopped after the test."""
-    app = create_app(Settings(data_dir=tmp_path), db=database)
+    app = create_app(Settings(data_dir=tmp_path, max_queued_per_user=N), db=database)  # the quota is not tested here
     port = free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", backlog=512)
     srv = uvicorn.Server(config)

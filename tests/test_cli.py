@@ -45,6 +45,9 @@ def test_search_local_prints_summary(tmp_path) -> None:
         ({**SPEC, "dataset": {"name": "svhn"}}, "dataset.name"),
         ({**SPEC, "strategy": {"name": "spos", "options": {"epochs": 10**9}}}, "strategy.options.epochs"),
         ({**SPEC, "final": {"train": {"batch_size": -5}}}, "final.train.batch_size"),
+        ({**SPEC, "strategy": {"name": "spos", "options": {"epochs": True}}}, "strategy.options.epochs"),
+        ({**SPEC, "strategy": {"name": "spos", "options": {"epochs": "2"}}}, "strategy.options.epochs"),
+        ({**SPEC, "space": {"name": "toyconv", "macro": {"width": "4"}}}, "macro.width"),
         ("space: [unclosed", "spec: spec.yaml is not valid YAML"),
         ("- just\n- a list\n", "spec: must be a mapping"),
     ],
@@ -113,3 +116,14 @@ def test_info_measures_latency_only_when_asked(tmp_path) -> None:
     assert measured["latency_ms"] > 0 and measured["device"] == "cpu"
     assert (measured["params"], measured["macs"]) == (counted["params"], counted["macs"])
     assert "--latency" in runner.invoke(app, ["info", "--help"]).output
+
+
+def test_yaml_numbers_keep_their_json_meaning(tmp_path) -> None:
+    """Strict specs refuse strings for numbers, so YAML's exponent floats (``1e3``) must be read as numbers."""
+    from nas.specio import load_spec
+
+    text = yaml.safe_dump(SPEC).replace("limit: 120", "limit: 1.2e2").replace("epochs: 1\n", "epochs: 1e0\n", 1)
+    spec = load_spec(write(tmp_path, text + "seed: 3.0e0\n"))
+    assert spec.dataset.limit == 120 and isinstance(spec.dataset.limit, int)
+    assert spec.seed == 3 and isinstance(spec.seed, int)
+    assert "1e0" in text

@@ -128,7 +128,7 @@ def test_submit_missing_file_and_server_side_refusal(
     result = invoke("submit", spec_file(tmp_path, outside))
     assert result.exit_code == 2
     assert one_error_line(result) == (
-        f"error: spec.dataset.path: '/data' is outside the allowed dataset roots; allowed roots: {live.dataset_root}"
+        "error: spec.dataset.path: '/data' is outside the allowed dataset roots"  # the roots are not revealed
     )
     assert searches_of(live, user[1]) == []
 

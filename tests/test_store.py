@@ -348,9 +348,9 @@ def test_retry_search_requeues_failed_and_cancelled_only(database: Database) -> 
     assert repo.release_attempt(database, search_id, c.lease_token, "boom", backoff_s=5.0) == "failed"
     with database.session() as s:
         row = repo.retry_search(s, repo.get_search(s, search_id))
-        assert row.status == "queued" and row.attempts == 0 and row.error is None and row.finished_at is None
+        assert row.status == "queued" and row.attempts == 1 and row.error is None and row.finished_at is None
     c2 = claim(database)  # no back-off after a manual retry
-    assert c2 is not None and c2.search_id == search_id and c2.attempt == 1
+    assert c2 is not None and c2.search_id == search_id and c2.attempt == 2  # attempts keep counting
 
     with database.session() as s:
         repo.request_cancel(s, repo.get_search(s, search_id))
@@ -358,6 +358,40 @@ def test_retry_search_requeues_failed_and_cancelled_only(database: Database) -> 
     with database.session() as s:
         row = repo.retry_search(s, repo.get_search(s, search_id))
         assert row.status == "queued" and not row.cancel_requested
+
+
+def test_retry_keeps_counting_attempts_with_a_fresh_budget(database: Database) -> None:
+    """Two runs must never both be attempt 1: the Ray actor is named after the attempt (one name per attempt)."""
+    from workers.ray_executor import actor_name
+
+    users = make_users(database, "alice")
+    search_id = add_search(database, users["alice"], max_attempts=2)
+    attempts = []
+    for expected in ("queued", "failed"):
+        c = claim(database)
+        assert c is not None
+        attempts.append(c.attempt)
+        assert repo.release_attempt(database, search_id, c.lease_token, "boom", backoff_s=0.0) == expected
+    with database.session() as s:
+        repo.retry_search(s, repo.get_search(s, search_id))
+    backoff = 100.0
+    c = claim(database)
+    assert c is not None
+    attempts.append(c.attempt)
+    # a fresh budget of max_attempts=2, and the back-off of the first failure of a run
+    before = utcnow()
+    assert repo.release_attempt(database, search_id, c.lease_token, "boom", backoff_s=backoff) == "queued"
+    row = load(database, search_id)
+    assert row.not_before is not None and row.not_before <= before + dt.timedelta(seconds=backoff + 5)
+    set_fields(database, search_id, not_before=None)
+    c = claim(database)
+    assert c is not None
+    attempts.append(c.attempt)
+    assert repo.release_attempt(database, search_id, c.lease_token, "boom", backoff_s=0.0) == "failed"
+    assert attempts == [1, 2, 3, 4]
+    assert len({actor_name(search_id, a) for a in attempts}) == 4
+    row = load(database, search_id)
+    assert (row.attempts, row.max_attempts, row.attempts_base) == (4, 2, 2)
 
 
 # ---------------------------------------------------------------- scheduling
@@ -454,6 +488,8 @@ def test_heartbeat_extends_lease_and_reports_cancel(database: Database) -> None:
     assert repo.heartbeat(database, search_id, c.lease_token, 60.0, runner={"pid": 1}) is True
     assert load(database, search_id).runner == {"pid": 1}
     assert repo.finish(database, search_id, c.lease_token, "cancelled")
+    row = load(database, search_id)
+    assert (row.phase, row.progress_step, row.progress_total) == ("supernet", 3, 10)  # where it stopped
     with pytest.raises(repo.LeaseLost):
         repo.heartbeat(database, search_id, c.lease_token, 60.0)  # finished: the lease is gone
 
@@ -465,11 +501,13 @@ def test_finish_needs_the_current_lease(database: Database) -> None:
     assert c is not None
     assert repo.finish(database, search_id, "someone-else", "failed", error="x") is False
     assert load(database, search_id).status == "running"
+    assert repo.heartbeat(database, search_id, c.lease_token, 60.0, progress=("export", 2, 5)) is False
     result = {"elapsed_s": 1.5, "best": {"hash": "abc"}}
     assert repo.finish(database, search_id, c.lease_token, "succeeded", result=result) is True
     row = load(database, search_id)
     assert row.status == "succeeded" and row.result == result and row.lease_token is None
     assert row.finished_at is not None and row.error is None
+    assert (row.phase, row.progress_step, row.progress_total) == ("done", 1, 1)  # not the stale export 2/5
     assert repo.finish(database, search_id, c.lease_token, "failed", error="late") is False  # only once
     assert load(database, search_id).status == "succeeded"
 

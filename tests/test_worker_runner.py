@@ -38,6 +38,7 @@ def test_runner_records_events_candidates_artifacts_and_result(database, tmp_pat
         candidates = repo.list_candidates(s, claim.search_id, limit=100)
         artifacts = {a.name: a for a in repo.list_artifacts(s, claim.search_id)}
     assert row.status == "succeeded" and row.lease_token is None and row.output_dir
+    assert (row.phase, row.progress_step, row.progress_total) == ("done", 1, 1)  # complete, not stale
     assert row.result["final"][0]["path"].startswith("final/1-")
     assert events[0].type == "log" and "runner started" in events[0].message
     assert events[-1].type == "finished"
@@ -104,3 +105,44 @@ def test_the_hold_hook_holds_only_the_first_attempt_of_the_named_search(monkeypa
     hold.released.set()
     thread.join(60)
     assert not thread.is_alive()
+
+
+def test_bad_input_found_at_run_time_records_a_failed_event(database, tmp_path) -> None:
+    """A refused pickle is only seen when the runner loads the data: the search fails with a ``failed`` event."""
+    import pickle
+
+    from tests.test_data import _Evil, write_cifar10
+
+    folder = tmp_path / "data" / "cifar-10-batches-py"
+    write_cifar10(folder)
+    marker = tmp_path / "pwned"
+    (folder / "data_batch_3").write_bytes(pickle.dumps(_Evil(marker), protocol=2))
+    claim = _claim(database, spec(dataset={"name": "cifar10", "path": str(folder)}))
+    settings = Settings(data_dir=tmp_path / "service", dataset_roots=[tmp_path / "data"], heartbeat_s=0.2)
+    assert run_claim(settings, claim, db=database) == "failed"
+
+    with database.session() as s:
+        row = repo.get_search(s, claim.search_id)
+        events = repo.list_events(s, claim.search_id, limit=100)
+    assert row.status == "failed" and "not allowed" in row.error and not marker.exists()
+    assert events[-1].type == "failed" and events[-1].message == row.error
+    assert events[-1].attempt == claim.attempt
+    assert [e.type for e in events].count("failed") == 1
+
+
+def test_an_attempt_that_crashes_before_the_engine_reports_records_a_failed_event(
+    database, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every attempt's events end with its outcome, also when it is re-queued for another attempt."""
+    import nas.runner
+
+    def crash(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(nas.runner, "run_search", crash)
+    claim = _claim(database, spec())
+    assert run_claim(Settings(data_dir=tmp_path, heartbeat_s=0.2), claim, db=database) == "queued"
+    with database.session() as s:
+        events = repo.list_events(s, claim.search_id, limit=100)
+        assert repo.get_search(s, claim.search_id).error == "RuntimeError: disk on fire"
+    assert events[-1].type == "failed" and events[-1].message == "RuntimeError: disk on fire"

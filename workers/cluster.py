@@ -35,9 +35,11 @@ def connect(settings: Settings) -> str:
         ray.init(address=settings.ray_address, namespace=NAMESPACE, log_to_driver=False, configure_logging=False)
         return "cluster"
     temp = ray_temp_dir(settings)
-    temp.mkdir(parents=True, exist_ok=True)
+    temp.mkdir(mode=0o700, parents=True, exist_ok=True)
+    temp.chmod(0o700)  # Ray's sockets and logs: for this user only (the controller also runs with umask 077)
     log.info("starting a local Ray instance in %s", temp)
     init_local(str(temp), num_cpus=settings.local_cpus, num_gpus=settings.local_gpus, namespace=NAMESPACE)
+    temp.chmod(0o700)  # Ray opens its temp dir to everyone (0777); what is inside stays reachable by this user
     return "local"
 
 

@@ -54,6 +54,7 @@ class DbReporter(Reporter):
         self.progress_every = progress_every
         self.latest_progress: tuple[str | None, int | None, int | None] | None = None
         self.stopped = False
+        self.ended = False  # a finished, failed or cancelled event was emitted
         self._buffer: list[Event] = []
         self._candidates: list[dict[str, Any]] = []
         self._last_flush = time.monotonic()
@@ -63,6 +64,8 @@ class DbReporter(Reporter):
     def emit(self, event: Event) -> None:
         if self.stopped:
             return
+        if event.type in (EventType.FINISHED, EventType.FAILED, EventType.CANCELLED):
+            self.ended = True
         if event.type in (EventType.PROGRESS, EventType.EPOCH, EventType.PHASE_STARTED):
             self.latest_progress = (event.phase, event.step, event.total)
         if event.type == EventType.PROGRESS:
@@ -201,7 +204,7 @@ def run_claim(settings: Settings, claim: Claim, *, db: Database | None = None) -
         reporter = DbReporter(db, claim.search_id, claim.attempt)
         cancel = threading.Event()
         beat = Heartbeat(db, claim, settings, reporter, cancel, runner)
-        started = f"attempt {claim.attempt}: runner started on {runner['host']} (pid {runner['pid']})"
+        started = f"attempt {claim.attempt}: runner started"  # host and pid: in searches.runner (admins), not events
         reporter.log(started + ("; resuming from the last checkpoint" if resume else ""))
         reporter.flush()
         beat.start()
@@ -223,10 +226,12 @@ def run_claim(settings: Settings, claim: Claim, *, db: Database | None = None) -
             _stop(reporter, beat)
             if beat.lost:
                 return "lost"
+            error = f"{type(exc).__name__}: {exc}"
+            if not reporter.ended:  # raised before the engine could say so (e.g. while reading the data)
+                reporter.emit(Event(type=EventType.FAILED, message=error))
             status = repo.release_attempt(
-                db, claim.search_id, claim.lease_token, f"{type(exc).__name__}: {exc}",
-                backoff_s=settings.retry_backoff_s,
-            )  # fmt: skip
+                db, claim.search_id, claim.lease_token, error, backoff_s=settings.retry_backoff_s
+            )
             return status or "lost"
         _stop(reporter, beat)
         if beat.lost:
@@ -247,11 +252,17 @@ def _stop(reporter: DbReporter, beat: Heartbeat) -> None:
 
 
 def _end(db: Database, claim: Claim, reporter: DbReporter, beat: Heartbeat, status: Any, error: str) -> str:
+    """End the attempt with a final ``status``. The search's event stream always ends with a ``failed`` or
+    ``cancelled`` event carrying the error, also when the engine raised before it could emit one (bad input found at
+    run time, e.g. a refused pickle in a dataset)."""
     _stop(reporter, beat)
     if beat.lost:
         return "lost"
     if status == "cancelled" and not beat.cancel_requested:
         status = "failed"  # interrupted without a request (e.g. the worker is shutting down)
+    if not reporter.ended:
+        kind = EventType.CANCELLED if status == "cancelled" else EventType.FAILED
+        reporter.emit(Event(type=kind, message=error))  # urgent: written at once
     ok = repo.finish(db, claim.search_id, claim.lease_token, status, error=error)
     return status if ok else "lost"
 

@@ -2,27 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Annotated
 
 import anyio
-from fastapi import APIRouter, Header, Query
-from sse_starlette import EventSourceResponse, ServerSentEvent
+from fastapi import APIRouter, Header, Query, Request
+from sse_starlette import EventSourceResponse
+from starlette.types import Receive, Scope, Send
 
 from api.auth import CurrentUser
-from api.convert import event_out, search_out
+from api.convert import event_out
 from api.deps import API_PREFIX, DbDep, find_search
 from api.problems import error_responses
-from nas.client.models import FINAL_STATUSES, EventOut, SearchOut
+from api.streams import Stream, StreamHub
+from nas.client.models import EventOut
 from service.store import repo
 from service.store.db import Database
 from service.store.models import User
 
 router = APIRouter(prefix=f"{API_PREFIX}/searches", tags=["events"], responses=error_responses(401, 404, 422, 500))
 
-POLL_S = 0.3
 PING_S = 15
-BATCH = 500
 
 # One event of the stream (OpenAPI 3.1: the `schema` of text/event-stream describes each event).
 SSE_EVENT_SCHEMA = {
@@ -50,31 +49,18 @@ def list_events(
         return [event_out(e) for e in repo.list_events(s, search_id, after_id=after, limit=limit)]
 
 
-def _poll(db: Database, search_id: str, after: int) -> tuple[list[EventOut], SearchOut | None]:
-    """New events after ``after``, and the search when it has ended and these are its last events."""
-    with db.session() as s:
-        row = repo.get_search(s, search_id)
-        final = row.status in FINAL_STATUSES  # read before the events: every event of a finished search is seen
-        events = [event_out(e) for e in repo.list_events(s, search_id, after_id=after, limit=BATCH)]
-        done = search_out(row) if final and len(events) < BATCH else None
-    return events, done
+class _StreamResponse(EventSourceResponse):
+    """The SSE response of one stream; however it ends (even before its first event) its slot is freed."""
 
+    def __init__(self, stream: Stream, ping: int, headers: dict[str, str]) -> None:
+        super().__init__(stream.events(), ping=ping, headers=headers)
+        self.stream = stream
 
-async def _stream(db: Database, search_id: str, after: int) -> AsyncIterator[ServerSentEvent]:
-    cursor = after
-    while True:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            events, done = await anyio.to_thread.run_sync(_poll, db, search_id, cursor)
-        except repo.NotFound:  # deleted while followed
-            return
-        for event in events:
-            cursor = event.id
-            yield ServerSentEvent(data=event.model_dump_json(), event=event.type, id=str(event.id))
-        if done is not None:
-            yield ServerSentEvent(data=done.model_dump_json(), event="end")
-            return
-        if not events:
-            await anyio.sleep(POLL_S)
+            await super().__call__(scope, receive, send)
+        finally:
+            self.stream.close()
 
 
 def _check_visible(db: Database, search_id: str, user: User) -> None:
@@ -91,10 +77,16 @@ def _check_visible(db: Database, search_id: str, user: User) -> None:
             "description": "A text/event-stream: one SSE event per progress event (`id`: event id, `event`: its "
             "type, `data`: EventOut JSON), then `event: end` with the SearchOut JSON once the search has ended",
             "content": {"text/event-stream": {"schema": SSE_EVENT_SCHEMA}},
-        }
+        },
+        429: {
+            **error_responses(429)[429],
+            "description": "Too many open event streams (of this user, or in all); retry after `Retry-After` seconds",
+            "headers": {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}},
+        },
     },
 )
 async def stream_events(
+    request: Request,
     search_id: str,
     user: CurrentUser,
     db: DbDep,
@@ -104,7 +96,12 @@ async def stream_events(
         Header(alias="Last-Event-ID", ge=0, le=2**62, description="sent by reconnecting EventSource clients"),
     ] = None,
 ) -> EventSourceResponse:
-    """Follow a search: events as they are stored (polled about every 0.3 s), comment pings as keep-alives."""
+    """Follow a search: events as they are stored, comment pings as keep-alives.
+
+    One poll loop per followed search (about every 0.3 s) feeds all its streams; the number of open streams is
+    limited per user (``NAS_MAX_STREAMS_PER_USER``) and in all (``NAS_MAX_STREAMS``): over it, 429 with Retry-After.
+    """
     await anyio.to_thread.run_sync(_check_visible, db, search_id, user)
-    start = max(after, last_event_id or 0)
-    return EventSourceResponse(_stream(db, search_id, start), ping=PING_S, headers={"Cache-Control": "no-cache"})
+    hub: StreamHub = request.app.state.streams
+    stream = hub.open(user.name, search_id, max(after, last_event_id or 0))
+    return _StreamResponse(stream, ping=PING_S, headers={"Cache-Control": "no-cache"})

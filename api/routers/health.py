@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import logging
 from functools import cache
 
@@ -64,9 +65,26 @@ def readyz(db: DbDep) -> Ready:
     summary="Prometheus metrics",
     response_class=Response,
     responses={
-        200: {"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}}
+        200: {"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}},
+        **error_responses(401),
     },
 )
 def metrics(request: Request) -> Response:
+    """Open unless NAS_METRICS_TOKEN is set; then it needs ``Authorization: Bearer <that token>``."""
+    check_metrics_token(request)
     registry = request.app.state.metrics.registry
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def check_metrics_token(request: Request) -> None:
+    expected: str | None = request.app.state.settings.metrics_token
+    if not expected:
+        return
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected.encode()):
+        raise ProblemError(
+            401,
+            "/metrics needs the metrics token (NAS_METRICS_TOKEN) as 'Authorization: Bearer <token>'",
+            field="Authorization",
+            headers={"WWW-Authenticate": 'Bearer realm="nas-metrics"'},
+        )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response, status
@@ -9,10 +11,11 @@ from fastapi import APIRouter, Header, Query, Response, status
 from api.auth import CurrentUser
 from api.convert import search_out
 from api.deps import API_PREFIX, DbDep, ExecutorDep, SettingsDep, find_search
-from api.problems import error_responses
+from api.problems import ProblemError, error_responses
 from api.validation import validate_search
 from nas.client.models import Order, Page, SearchCreate, SearchOut, SearchSort, SearchStatus
 from service.store import repo
+from service.store.models import User
 
 router = APIRouter(prefix=f"{API_PREFIX}/searches", tags=["searches"], responses=error_responses(401, 422, 500))
 
@@ -30,7 +33,7 @@ NO_NUL = r"^[^\x00]*$"
             "description": "Stored and queued",
             "headers": {"Location": {"description": "URL of the new search", "schema": {"type": "string"}}},
         },
-        **error_responses(400, 409, 413),
+        **error_responses(400, 409, 413, 429),
     },
 )
 def create_search(
@@ -51,10 +54,20 @@ def create_search(
         ),
     ] = None,
 ) -> SearchOut:
-    """Validate the spec (space, strategy, budget, dataset path, resources) and queue the search."""
+    """Validate the spec (space, strategy, budget, dataset path, resources) and queue the search.
+
+    A non-admin may ask for a priority up to NAS_MAX_PRIORITY_USER and have NAS_MAX_QUEUED_PER_USER searches queued.
+    """
+    if not user.is_admin and body.priority > settings.max_priority_user:
+        raise ProblemError(
+            422,
+            f"priority: at most {settings.max_priority_user} (higher priorities are for admins)",
+            field="priority",
+            message=f"at most {settings.max_priority_user} (higher priorities are for admins)",
+        )
     cpus, gpus = validate_search(body.spec, roots=settings.dataset_roots, executor=executor)
     spec = body.spec.model_dump(mode="json")
-    with db.session(write_lock=True) as s:
+    with db.session(write_lock=True) as s, queue_quota():
         row, created = repo.create_search(
             s,
             user,
@@ -64,6 +77,7 @@ def create_search(
             gpus=gpus,
             max_attempts=body.max_attempts or settings.max_attempts,
             idempotency_key=idempotency_key,
+            max_queued=_max_queued(user, settings.max_queued_per_user),
         )
         out = search_out(row)
     response.headers["Location"] = f"/api/v1/searches/{out.id}"
@@ -129,10 +143,29 @@ def cancel_search(search_id: str, user: CurrentUser, db: DbDep) -> SearchOut:
     status_code=status.HTTP_202_ACCEPTED,
     response_model=SearchOut,
     summary="Retry a failed or cancelled search",
-    responses=error_responses(404, 409),
+    responses=error_responses(404, 409, 429),
 )
-def retry_search(search_id: str, user: CurrentUser, db: DbDep) -> SearchOut:
-    """Queue it again; it resumes from its last checkpoint."""
-    with db.session(write_lock=True) as s:
-        row = repo.retry_search(s, find_search(s, search_id, user, lock=True))
+def retry_search(search_id: str, user: CurrentUser, db: DbDep, settings: SettingsDep) -> SearchOut:
+    """Queue it again; it resumes from its last checkpoint. The owner's queued-search quota applies (not to an
+    admin's retry of another user's search)."""
+    with db.session(write_lock=True) as s, queue_quota():
+        row = find_search(s, search_id, user, lock=True)
+        owner_limit = _max_queued(row.owner, settings.max_queued_per_user) if row.owner_id == user.id else None
+        row = repo.retry_search(s, row, max_queued=owner_limit)
         return search_out(row)
+
+
+QUEUE_RETRY_AFTER_S = 60
+
+
+def _max_queued(user: User, limit: int) -> int | None:
+    return None if user.is_admin else limit
+
+
+@contextmanager
+def queue_quota() -> Iterator[None]:
+    """A full queue (repo.QuotaExceeded) as 429 problem+json with Retry-After."""
+    try:
+        yield
+    except repo.QuotaExceeded as exc:
+        raise ProblemError(429, str(exc), field=exc.field, headers={"Retry-After": str(QUEUE_RETRY_AFTER_S)}) from exc

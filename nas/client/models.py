@@ -7,7 +7,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from nas.spec import SearchSpec
+from nas.spec import SearchSpec, Strict
 
 SearchStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 FINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
@@ -22,10 +22,8 @@ class Model(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
 
-class SearchCreate(BaseModel):
-    """Body of ``POST /api/v1/searches``."""
-
-    model_config = ConfigDict(extra="forbid")
+class SearchCreate(Strict):
+    """Body of ``POST /api/v1/searches`` (strict, as the spec: no ``true`` or ``"5"`` for a number)."""
 
     spec: SearchSpec
     priority: int = Field(0, ge=-100, le=100, description="higher runs first")
@@ -165,6 +163,54 @@ class ClusterOut(Model):
 class UserOut(Model):
     name: str
     is_admin: bool
+
+
+USER_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
+
+
+class UserInfo(UserOut):
+    """A user as admins see it (``GET /api/v1/users``)."""
+
+    created_at: dt.datetime
+    disabled_at: dt.datetime | None = None
+    active_tokens: int = Field(0, description="tokens not revoked (expired ones included)")
+
+
+class UserCreate(Strict):
+    """Body of ``POST /api/v1/users``."""
+
+    name: str = Field(pattern=USER_NAME_PATTERN, description="1-100 letters, digits, '.', '_' or '-'")
+    is_admin: bool = False
+
+
+class UserDisabled(UserInfo):
+    """Answer of ``POST /api/v1/users/{name}/disable``: the searches it cancelled or asked to stop."""
+
+    cancelled: list[str] = Field(default_factory=list, description="queued searches now cancelled")
+    cancel_requested: list[str] = Field(default_factory=list, description="running searches asked to stop")
+
+
+class TokenOut(Model):
+    """An API token's record (never the token itself)."""
+
+    id: int
+    name: str
+    prefix: str = Field(description="the token's first characters, to recognise it")
+    created_at: dt.datetime
+    last_used_at: dt.datetime | None = None
+    expires_at: dt.datetime | None = None
+    revoked_at: dt.datetime | None = None
+
+
+class TokenCreate(Strict):
+    """Body of ``POST /api/v1/users/{name}/tokens``."""
+
+    name: str = Field("default", min_length=1, max_length=100, pattern=r"^[^\x00]*$")
+    expires_in_days: int | None = Field(None, ge=1, le=3650, description="none: valid until revoked")
+
+
+class TokenCreated(TokenOut):
+    token: str = Field(description="the token: shown this once, only its hash is stored")
 
 
 class ProblemField(BaseModel):

@@ -7,14 +7,12 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
-
 from nas.arch import Architecture
 from nas.errors import InvalidInput, SearchCancelled
 from nas.objectives import is_feasible, metric_key
 from nas.registry import Registry
 from nas.space import MacroBase, SearchSpace, parse_model
-from nas.spec import Candidate, ConstraintSpec, SearchResult
+from nas.spec import Candidate, ConstraintSpec, SearchResult, Strict
 
 if TYPE_CHECKING:
     import torch
@@ -24,8 +22,8 @@ if TYPE_CHECKING:
     from nas.events import Reporter
 
 
-class StrategyOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class StrategyOptions(Strict):
+    """Base of every strategy's ``Options``: strict like the spec (:class:`nas.spec.Strict`)."""
 
 
 @dataclass

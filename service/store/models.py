@@ -65,6 +65,7 @@ class User(Base):
     name: Mapped[str] = mapped_column(String(100), unique=True)
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    disabled_at: Mapped[dt.datetime | None] = mapped_column(default=None)
 
 
 class ApiToken(Base):
@@ -78,6 +79,7 @@ class ApiToken(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     last_used_at: Mapped[dt.datetime | None] = mapped_column(default=None)
     revoked_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    expires_at: Mapped[dt.datetime | None] = mapped_column(default=None)
 
     user: Mapped[User] = relationship(lazy="joined")
 
@@ -100,8 +102,9 @@ class Search(Base):
     priority: Mapped[int] = mapped_column(Integer, default=0)
     cpus: Mapped[float] = mapped_column(Float, default=1.0)
     gpus: Mapped[float] = mapped_column(Float, default=0.0)
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    max_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # every attempt, retries included
+    max_attempts: Mapped[int] = mapped_column(Integer, default=3)  # attempts of one run (creation or retry)
+    attempts_base: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # attempts before this run
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     idempotency_key: Mapped[str | None] = mapped_column(String(200), default=None)
     not_before: Mapped[dt.datetime | None] = mapped_column(default=None)

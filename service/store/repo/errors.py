@@ -21,5 +21,11 @@ class NotFound(StoreError):
     status = 404
 
 
+class QuotaExceeded(StoreError):
+    """The owner already has as many queued searches as allowed; one can be submitted once some of them start."""
+
+    status = 429
+
+
 class LeaseLost(Exception):
     """The runner's lease on a search is gone (expired and re-queued, or cancelled): it must stop writing."""

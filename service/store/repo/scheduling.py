@@ -16,6 +16,9 @@ from service.store.db import Database
 from service.store.models import Search, User, utcnow
 from service.store.repo.errors import LeaseLost
 
+DONE_PHASE = "done"
+"""The progress phase of a succeeded search (step 1 of 1, fraction 1.0)."""
+
 
 @dataclass(frozen=True)
 class Claim:
@@ -77,6 +80,7 @@ def _claim_once(
                 or_(Search.not_before.is_(None), Search.not_before <= now),
                 Search.cpus <= free_cpus + 1e-9,
                 Search.gpus <= free_gpus + 1e-9,
+                Search.owner_id.in_(select(User.id).where(User.disabled_at.is_(None))),  # not a disabled user's
             )
             .order_by(Search.priority.desc(), Search.created_at.asc(), Search.id.asc())
             .limit(100)
@@ -158,12 +162,20 @@ def finish(
     result: dict[str, Any] | None = None,
     error: str | None = None,
 ) -> bool:
-    """Record the end of a run if the caller still holds the lease (a stale runner changes nothing)."""
+    """Record the end of a run if the caller still holds the lease (a stale runner changes nothing).
+
+    A succeeded search's progress becomes complete (phase ``done``, step 1 of 1) instead of the last heartbeat's
+    snapshot; a failed or cancelled one keeps the progress it had, which shows where it stopped.
+    """
+    done: dict[str, Any] = (
+        {"phase": DONE_PHASE, "progress_step": 1, "progress_total": 1} if status == "succeeded" else {}
+    )
     with db.session() as s:
         res = s.execute(
             update(Search)
             .where(Search.id == search_id, Search.lease_token == lease_token, Search.status == "running")
             .values(
+                **done,
                 status=status,
                 result=result,
                 error=error,
@@ -187,7 +199,8 @@ def release_attempt(
 ) -> str | None:
     """An attempt ended without finishing (crash, lost runner, transient error).
 
-    Re-queue it with exponential back-off while attempts remain, otherwise fail it; a requested cancel wins.
+    Re-queue it with exponential back-off while attempts of this run remain (``max_attempts`` since the creation or
+    the last retry), otherwise fail it; a requested cancel wins.
     Returns the new status, or None when the lease was no longer held (someone else already handled it).
     """
     with db.session(write_lock=True) as s:
@@ -205,9 +218,10 @@ def release_attempt(
         row.lease_expires_at = None
         if row.cancel_requested:
             row.status, row.finished_at = "cancelled", now
-        elif retryable and row.attempts < row.max_attempts:
+        elif retryable and row.attempts - row.attempts_base < row.max_attempts:
             row.status = "queued"
-            row.not_before = now + dt.timedelta(seconds=backoff_s * 2 ** max(row.attempts - 1, 0))
+            this_run = row.attempts - row.attempts_base  # a retry gives a fresh budget and a fresh back-off
+            row.not_before = now + dt.timedelta(seconds=backoff_s * 2 ** max(this_run - 1, 0))
         else:
             row.status, row.finished_at = "failed", now
         return row.status

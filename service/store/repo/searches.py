@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from service.store.models import FINAL, Search, User, utcnow
-from service.store.repo.errors import Conflict, NotFound
+from service.store.repo.errors import Conflict, NotFound, QuotaExceeded
 
 SEARCH_SORTS = ("created_at", "priority", "updated_at", "name", "status")
 
@@ -31,12 +31,18 @@ def create_search(
     gpus: float = 0.0,
     max_attempts: int = 3,
     idempotency_key: str | None = None,
+    max_queued: int | None = None,
 ) -> tuple[Search, bool]:
-    """Store a queued search. Returns (search, created); a repeated idempotency key returns the first search."""
+    """Store a queued search. Returns (search, created); a repeated idempotency key returns the first search.
+
+    ``max_queued`` (None: no limit) is how many queued searches ``owner`` may have: one more is QuotaExceeded.
+    """
     if idempotency_key is not None:
         existing = _by_key(s, owner, idempotency_key)
         if existing is not None:
             return _same_request(existing, spec), False
+    if max_queued is not None:
+        check_queue_quota(s, owner, max_queued)
     row = Search(
         id=new_search_id(),
         owner_id=owner.id,
@@ -58,6 +64,26 @@ def create_search(
             raise
         return _same_request(existing, spec), False
     return row, True
+
+
+def count_queued(s: Session, owner: User, *, lock: bool = False) -> int:
+    """How many queued searches ``owner`` has. ``lock`` first takes a row lock on the owner (PostgreSQL; SQLite
+    writers hold the database write lock), so concurrent submissions of one user count one after another."""
+    if lock and s.get_bind().dialect.name != "sqlite":
+        s.execute(select(User.id).where(User.id == owner.id).with_for_update())
+    q = select(func.count()).select_from(Search).where(Search.owner_id == owner.id, Search.status == "queued")
+    return int(s.scalar(q) or 0)
+
+
+def check_queue_quota(s: Session, owner: User, max_queued: int) -> None:
+    """QuotaExceeded if ``owner`` already has ``max_queued`` queued searches (counted under a lock on the owner)."""
+    queued = count_queued(s, owner, lock=True)
+    if queued >= max_queued:
+        raise QuotaExceeded(
+            f"{owner.name} already has {queued} queued searches (at most {max_queued}); "
+            "submit again when some have started, or cancel some",
+            field="status",
+        )
 
 
 def _by_key(s: Session, owner: User, key: str) -> Search | None:
@@ -133,12 +159,16 @@ def request_cancel(s: Session, search: Search) -> Search:
     return search
 
 
-def retry_search(s: Session, search: Search) -> Search:
-    """Queue a failed or cancelled search again; it resumes from its last checkpoint."""
+def retry_search(s: Session, search: Search, *, max_queued: int | None = None) -> Search:
+    """Queue a failed or cancelled search again; it resumes from its last checkpoint. Its next attempt is number
+    ``attempts + 1`` and it gets a fresh budget of ``max_attempts`` attempts. ``max_queued`` as in
+    create_search (for the search's owner)."""
     if search.status not in ("failed", "cancelled"):
         raise Conflict(f"only failed or cancelled searches can be retried; {search.id} is {search.status}", "status")
+    if max_queued is not None:
+        check_queue_quota(s, search.owner, max_queued)
     search.status = "queued"
-    search.attempts = 0
+    search.attempts_base = search.attempts  # attempts keep counting (unique runner names); max_attempts more to go
     search.cancel_requested = False
     search.error = None
     search.not_before = None

@@ -14,8 +14,9 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from service.store.db import Database
-from service.store.models import ApiToken, User, utcnow
+from service.store.models import ACTIVE, ApiToken, Search, User, utcnow
 from service.store.repo.errors import Conflict, NotFound
+from service.store.repo.searches import request_cancel
 
 log = logging.getLogger(__name__)
 
@@ -52,18 +53,94 @@ def list_users(s: Session) -> list[tuple[User, int]]:
     return [(u, int(counts.get(u.id, 0))) for u in s.scalars(select(User).order_by(User.name))]
 
 
-def create_token(s: Session, user: User, name: str = "default") -> str:
-    """A new API token for ``user``. Only its hash is stored; the plain token is returned once."""
+def create_token(s: Session, user: User, name: str = "default", *, expires_at: dt.datetime | None = None) -> str:
+    """A new API token for ``user`` (valid until ``expires_at``; None: until revoked). Only its hash is stored; the
+    plain token is returned once."""
+    return issue_token(s, user, name, expires_at=expires_at)[1]
+
+
+def issue_token(
+    s: Session, user: User, name: str = "default", *, expires_at: dt.datetime | None = None
+) -> tuple[ApiToken, str]:
+    """Like create_token, and also the stored row (its id, prefix and dates)."""
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    s.add(ApiToken(user_id=user.id, name=name, token_hash=hash_token(token), prefix=token[:12]))
+    row = ApiToken(user_id=user.id, name=name, token_hash=hash_token(token), prefix=token[:12], expires_at=expires_at)
+    s.add(row)
     s.flush()
-    return token
+    return row, token
 
 
 def authenticate(s: Session, token: str) -> User | None:
-    """The user of an active token, or None. Reads only: see record_token_use."""
-    row = s.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(token), ApiToken.revoked_at.is_(None)))
+    """The user of an active token, or None: a revoked or expired token, or one of a disabled user, is refused.
+    Reads only: see record_token_use."""
+    row = s.scalar(
+        select(ApiToken)
+        .join(User, User.id == ApiToken.user_id)
+        .where(
+            ApiToken.token_hash == hash_token(token),
+            ApiToken.revoked_at.is_(None),
+            or_(ApiToken.expires_at.is_(None), ApiToken.expires_at > utcnow()),
+            User.disabled_at.is_(None),
+        )
+    )
     return None if row is None else row.user
+
+
+def list_tokens(s: Session, user: User) -> list[ApiToken]:
+    """Every token of ``user`` (revoked and expired ones too), oldest first."""
+    return list(s.scalars(select(ApiToken).where(ApiToken.user_id == user.id).order_by(ApiToken.id)))
+
+
+def find_token(s: Session, user: User, *, token_id: int | None = None, prefix: str | None = None) -> ApiToken:
+    """One token of ``user`` by id or by its shown prefix (which must name exactly one); NotFound otherwise."""
+    if (token_id is None) == (prefix is None):
+        raise ValueError("give exactly one of token_id and prefix")
+    if token_id is not None:
+        row = s.scalar(select(ApiToken).where(ApiToken.user_id == user.id, ApiToken.id == token_id))
+        if row is None:
+            raise NotFound(f"user {user.name!r} has no token {token_id}", field="token_id")
+        return row
+    assert prefix is not None
+    rows = list(
+        s.scalars(
+            select(ApiToken).where(ApiToken.user_id == user.id, ApiToken.prefix.startswith(prefix, autoescape=True))
+        )
+    )
+    if len(rows) != 1:
+        what = "no token" if not rows else f"{len(rows)} tokens"
+        raise NotFound(f"user {user.name!r} has {what} with prefix {prefix!r}", field="token_id")
+    return rows[0]
+
+
+def revoke_token(s: Session, token: ApiToken) -> ApiToken:
+    """Revoke one token (at once: the next request with it is refused). Revoking a revoked token changes nothing."""
+    if token.revoked_at is None:
+        token.revoked_at = utcnow()
+        s.flush()
+    return token
+
+
+def disable_user(s: Session, user: User) -> list[Search]:
+    """Disable ``user``: their tokens stop authenticating (they are kept, not revoked), their queued searches are
+    cancelled and their running ones are asked to stop. Returns the searches it cancelled or asked to stop."""
+    if user.disabled_at is None:
+        user.disabled_at = utcnow()
+    active = list(
+        s.scalars(
+            select(Search).where(Search.owner_id == user.id, Search.status.in_(ACTIVE)).order_by(Search.created_at)
+        )
+    )
+    for search in active:
+        request_cancel(s, search)
+    s.flush()
+    return active
+
+
+def enable_user(s: Session, user: User) -> User:
+    """Let a disabled user's (unrevoked, unexpired) tokens authenticate again. Cancelled searches stay cancelled."""
+    user.disabled_at = None
+    s.flush()
+    return user
 
 
 def record_token_use(db: Database, token: str, every: dt.timedelta = dt.timedelta(minutes=5)) -> None:
