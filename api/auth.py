@@ -74,7 +74,9 @@ def current_user(
         raise _unauthorized("this request needs an API token: send 'Authorization: Bearer <token>'")
     user = authenticate(db, credentials.credentials.strip())
     if user is None:
-        raise _unauthorized("the API token is unknown or revoked", error="invalid_token")
+        raise _unauthorized(
+            "the API token is unknown, revoked or expired, or its user is disabled", error="invalid_token"
+        )
     _rate_limit(request, user)
     return user
 

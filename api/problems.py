@@ -279,7 +279,7 @@ def _content_length(scope: Scope) -> int | None:
 
 _DESCRIPTIONS = {
     400: "Malformed request (e.g. the body is not JSON)",
-    401: "Missing, unknown or revoked API token",
+    401: "Missing, unknown, revoked or expired API token, or a disabled user",
     404: "No such resource (or one the caller may not see)",
     409: "Conflict with the resource's state",
     413: "Request body too large",

@@ -292,5 +292,6 @@ def test_rejected_token_exits_2(live: LiveService, user: tuple[str, str], proxy:
     result = invoke("show", search_id, "--token", "nas_wrong")
     assert result.exit_code == 2
     assert one_error_line(result).startswith(
-        "error: Authorization: the API token is unknown or revoked; pass a valid API token"
+        "error: Authorization: the API token is unknown, revoked or expired, or its user is disabled; "
+        "pass a valid API token"
     )

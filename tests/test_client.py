@@ -279,7 +279,9 @@ def test_error_answers_of_other_servers_map_to_exceptions(
 def test_wrong_token_is_an_auth_error(live: LiveService, proxy: Proxy) -> None:
     with (
         connect(live, "nas_wrong", proxy) as c,
-        pytest.raises(AuthError, match="Authorization: the API token is unknown or revoked") as info,
+        pytest.raises(
+            AuthError, match="Authorization: the API token is unknown, revoked or expired, or its user is disabled"
+        ) as info,
     ):
         c.me()
     assert info.value.status == 401 and "NAS_TOKEN" in str(info.value) and "admin.token" in str(info.value)
@@ -651,3 +653,35 @@ def test_download_of_unfinished_or_failed_search(
     with pytest.raises(ResultUnavailable, match=f"model folder {FINAL_DIR} has no artifacts"):
         client.search(other).download(tmp_path / "d")
     assert not (tmp_path / "d").exists()
+
+
+# ---------------------------------------------------------------- users and tokens (admins)
+
+
+def test_admin_manages_users_and_tokens_through_the_sdk(live: LiveService, user: tuple[str, str]) -> None:
+    admin = live.new_user("root", admin=True)
+    with Client(live.url, admin[1], retries=0) as root:
+        created = root.create_user(f"{user[0]}-new")
+        assert created.name == f"{user[0]}-new" and not created.is_admin
+        assert created.name in {u.name for u in root.users()}
+        token = root.create_token(created.name, "ci", expires_in_days=7)
+        assert token.token.startswith("nas_") and token.expires_at is not None
+        with Client(live.url, token.token, retries=0) as new:
+            assert new.me().name == created.name
+            disabled = root.disable_user(created.name)
+            assert disabled.disabled_at is not None
+            with pytest.raises(AuthError):
+                new.me()
+            root.enable_user(created.name)
+            assert new.me().name == created.name
+            revoked = root.revoke_token(created.name, token.id)
+            assert revoked.revoked_at is not None
+            with pytest.raises(AuthError):
+                new.me()
+        assert [t.id for t in root.tokens(created.name)] == [token.id]
+        with pytest.raises(InvalidRequest) as bad:  # checked here, nothing sent
+            root.create_user("no spaces")
+        assert bad.value.problem.field == "name"
+    with Client(live.url, user[1], retries=0) as plain, pytest.raises(APIError) as info:
+        plain.users()  # not an admin
+    assert info.value.status == 403

@@ -16,10 +16,10 @@ import os
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from nas.client.errors import APIError, ConnectionFailed, InvalidRequest
 from nas.client.models import (
@@ -32,6 +32,12 @@ from nas.client.models import (
     SearchSort,
     SpaceOut,
     StrategyOut,
+    TokenCreate,
+    TokenCreated,
+    TokenOut,
+    UserCreate,
+    UserDisabled,
+    UserInfo,
     UserOut,
 )
 from nas.client.search import Search, segment
@@ -60,6 +66,19 @@ def load_search_spec(spec: SpecLike) -> SearchSpec:
         problem = Problem(title="Invalid search spec", status=422, field=field, detail=exc.message)
         raise InvalidRequest(problem) from None
     raise TypeError(f"spec: expected a SearchSpec, a dict or a path to a YAML/JSON file, not {type(spec).__name__}")
+
+
+B = TypeVar("B", bound=BaseModel)
+
+
+def request_body(model: type[B], **values: Any) -> B:
+    """A request body checked here first: InvalidRequest naming the field, and nothing is sent, when it is wrong."""
+    try:
+        return model(**values)
+    except ValidationError as exc:
+        e = exc.errors()[0]
+        field = ".".join(str(p) for p in e["loc"])
+        raise InvalidRequest(Problem(title="Invalid request", status=422, field=field, detail=e["msg"])) from None
 
 
 class Client:
@@ -140,13 +159,7 @@ class Client:
         ``Idempotency-Key`` (a new uuid4 unless given) that stays the same across retries, so a retried submission
         never creates a second search.
         """
-        search_spec = load_search_spec(spec)
-        try:
-            body = SearchCreate(spec=search_spec, priority=priority, max_attempts=max_attempts)
-        except ValidationError as exc:
-            e = exc.errors()[0]
-            field = ".".join(str(p) for p in e["loc"])
-            raise InvalidRequest(Problem(title="Invalid request", status=422, field=field, detail=e["msg"])) from None
+        body = request_body(SearchCreate, spec=load_search_spec(spec), priority=priority, max_attempts=max_attempts)
         payload: dict[str, Any] = {
             "spec": body.spec.model_dump(mode="json", exclude_unset=True),
             "priority": body.priority,
@@ -196,6 +209,39 @@ class Client:
     def me(self) -> UserOut:
         """The user the token belongs to (AuthError if the token is missing or wrong)."""
         return self.transport.get("/me", UserOut)
+
+    # ------------------------------------------------------------ users and tokens (admins only: others get AuthError)
+
+    def users(self) -> list[UserInfo]:
+        """Every user, with whether they are disabled and how many live tokens they have."""
+        return self.transport.get("/users", list[UserInfo])
+
+    def create_user(self, name: str, *, admin: bool = False) -> UserInfo:
+        body = request_body(UserCreate, name=name, is_admin=admin).model_dump(mode="json")
+        return self.transport.parse(self.transport.request("POST", "/users", json=body, retries=0), UserInfo)
+
+    def disable_user(self, name: str) -> UserDisabled:
+        """The user's tokens stop working; their queued searches are cancelled and running ones asked to stop."""
+        path = f"/users/{segment(name)}/disable"
+        return self.transport.parse(self.transport.request("POST", path), UserDisabled)
+
+    def enable_user(self, name: str) -> UserInfo:
+        return self.transport.parse(self.transport.request("POST", f"/users/{segment(name)}/enable"), UserInfo)
+
+    def tokens(self, user: str) -> list[TokenOut]:
+        """The user's tokens (never the tokens themselves): name, prefix, created, last used, expiry, revocation."""
+        return self.transport.get(f"/users/{segment(user)}/tokens", list[TokenOut])
+
+    def create_token(self, user: str, name: str = "default", *, expires_in_days: int | None = None) -> TokenCreated:
+        """A new token for ``user``; ``.token`` holds it, shown this once (only its hash is stored)."""
+        body = request_body(TokenCreate, name=name, expires_in_days=expires_in_days)
+        payload = body.model_dump(mode="json", exclude_none=True)
+        response = self.transport.request("POST", f"/users/{segment(user)}/tokens", json=payload, retries=0)
+        return self.transport.parse(response, TokenCreated)
+
+    def revoke_token(self, user: str, token_id: int) -> TokenOut:
+        path = f"/users/{segment(user)}/tokens/{int(token_id)}"
+        return self.transport.parse(self.transport.request("DELETE", path), TokenOut)
 
     def health(self) -> bool:
         """Whether the service answers ``/healthz`` with 200 (one attempt, never raises)."""
