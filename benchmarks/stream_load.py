@@ -27,26 +27,8 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from api.launcher import ServiceProcess
+from benchmarks.service_load import SPEC, cpu_seconds, percentile
 from service.store import Database, repo
-
-SPEC: dict[str, Any] = {
-    "name": "stream-bench",
-    "space": {"name": "nasnet", "macro": {"cells_per_stack": 1, "filters": 8}},
-    "dataset": {"name": "digits", "image_size": 8, "limit": 200},
-    "strategy": {"name": "random", "options": {}},
-    "final": {"enabled": False},
-}
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 def users(db_url: str) -> dict[str, str]:
