@@ -15,7 +15,6 @@ import datetime as dt
 import hashlib
 import itertools
 import re
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -180,6 +179,26 @@ def later(delay: float, fn: Callable[[], Any]) -> threading.Thread:
 
 
 @contextmanager
+def uvicorn_in_thread(config: uvicorn.Config, start_timeout: float = 30.0) -> Iterator[str]:
+    """Serve ``config`` (give it ``port=0``: a free port) in a daemon thread; yields ``http://HOST:PORT`` once it
+    listens, and stops the server on exit."""
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + start_timeout
+        while not (server.started and server.servers):
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.01)
+        host, port = server.servers[0].sockets[0].getsockname()[:2]
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@contextmanager
 def serve(data_dir: Path) -> Iterator[LiveService]:
     """The API app on a fresh SQLite database in ``data_dir``, served on a free port of 127.0.0.1 until exit."""
     root = data_dir / "datasets"
@@ -188,25 +207,12 @@ def serve(data_dir: Path) -> Iterator[LiveService]:
     upgrade(db.engine)
     settings = Settings(data_dir=data_dir, dataset_roots=[root], scheduler=False, max_body_bytes=MAX_BODY_BYTES)
     app = create_app(settings, db=db)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=2)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="live-service", daemon=True)
-    thread.start()
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", access_log=False,
+                            timeout_graceful_shutdown=2)  # fmt: skip
     try:
-        deadline = time.monotonic() + 30
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the live service did not start")
-            time.sleep(0.01)
-        yield LiveService(f"http://127.0.0.1:{port}", db, data_dir, root)
+        with uvicorn_in_thread(config) as url:
+            yield LiveService(url, db, data_dir, root)
     finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
         db.dispose()
 
 

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +13,7 @@ import uvicorn
 from api.app import create_app
 from service.settings import Settings
 from service.store import Database, repo
+from tests.live_service import uvicorn_in_thread
 
 pytestmark = pytest.mark.slow  # 200 concurrent requests to a real server, per backend
 
@@ -28,28 +26,13 @@ SPEC = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def server(database: Database, tmp_path: Path) -> Iterator[str]:
     """The app in uvicorn on a free loopback port, in a thread; stopped after the test."""
     app = create_app(Settings(data_dir=tmp_path, max_queued_per_user=N), db=database)  # the quota is not tested here
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", backlog=512)
-    srv = uvicorn.Server(config)
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not srv.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(timeout=20)
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on", backlog=512)
+    with uvicorn_in_thread(config) as url:
+        yield url
 
 
 async def _submit_all(base: str, token: str, keys: list[str], names: list[str]) -> list[httpx.Response]:

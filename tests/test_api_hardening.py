@@ -7,14 +7,11 @@ import json
 import os
 import socket
 import stat
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -25,6 +22,7 @@ from api.serve import prepare, uvicorn_config
 from service.settings import Settings
 from service.store import Database, repo
 from tests.api_helpers import spec
+from tests.live_service import uvicorn_in_thread
 from tests.test_api_bad_input import Env, assert_problem, build, refused
 
 URL = "/api/v1/searches"
@@ -138,18 +136,9 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
     tmp_path = tmp_path_factory.mktemp("live")
     s = Settings(data_dir=tmp_path, port=1)
     app = create_app(s)
-    config = uvicorn_config(app, s, port=0)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not (server.started and server.servers):
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    yield "127.0.0.1", port
-    server.should_exit = True
-    thread.join(10)
+    with uvicorn_in_thread(uvicorn_config(app, s, port=0)) as url:
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        yield host, int(port)
 
 
 def _raw(address: tuple[str, int], request: bytes) -> tuple[str, dict[str, str], bytes]:

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
-import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
@@ -30,6 +28,7 @@ from service.settings import Settings
 from service.store import Database, repo
 from service.store.models import Search
 from tests.api_helpers import spec
+from tests.live_service import uvicorn_in_thread
 
 
 @dataclass
@@ -73,24 +72,10 @@ def live_app(db: Database, tmp_path: Path, **settings: Any) -> Iterator[Live]:
     with db.session() as s:
         for name in ("alice", "bob"):
             tokens[name] = repo.create_token(s, repo.create_user(s, name))
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=2)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 30
-        while not server.started:
-            assert thread.is_alive() and time.monotonic() < deadline, "the service did not start"
-            time.sleep(0.01)
-        yield Live(f"http://127.0.0.1:{port}", db, app.state.streams, tokens)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", access_log=False,
+                            timeout_graceful_shutdown=2)  # fmt: skip
+    with uvicorn_in_thread(config) as url:
+        yield Live(url, db, app.state.streams, tokens)
 
 
 async def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:

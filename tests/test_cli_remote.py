@@ -6,26 +6,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
-from typer.testing import CliRunner
 
-from nas.cli import app
+from tests.cli_helpers import invoke, one_error_line
 from tests.conftest import wide_consoles
-
-runner = CliRunner()
-
-
-def invoke(*args: str, **kwargs: Any) -> Any:
-    return runner.invoke(app, list(args), **kwargs)
-
-
-def one_error_line(result: Any) -> str:
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    return lines[0]
-
 
 # ---------------------------------------------------------------- admin and db (directly on the database)
 

@@ -16,11 +16,10 @@ from typing import Any
 
 import pytest
 import yaml
-from typer.testing import CliRunner
 
 from nas import cli_sdk
-from nas.cli import app
 from nas.client import Client
+from tests.cli_helpers import invoke, one_error_line
 from tests.conftest import wide_consoles
 from tests.live_service import (
     FINAL_DIR,
@@ -31,8 +30,6 @@ from tests.live_service import (
     event,
     finish_when_followed,
 )
-
-runner = CliRunner()
 
 
 @pytest.fixture
@@ -51,16 +48,6 @@ def proxy(live: LiveService, user: tuple[str, str], monkeypatch: pytest.MonkeyPa
     wide_consoles(monkeypatch)
     yield p
     p.close()
-
-
-def invoke(*args: str, **kwargs: Any) -> Any:
-    return runner.invoke(app, list(args), **kwargs)
-
-
-def one_error_line(result: Any) -> str:
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    return lines[0]
 
 
 def spec_file(tmp_path: Path, data: dict[str, Any] = SPEC) -> str:
