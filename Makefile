@@ -51,8 +51,8 @@ check: lint-imports typecheck
 # strategies that use them, the registries and tasks, the SDK and CLI, export, and the service packages
 TYPECHECKED := nas/space.py nas/supernet.py nas/tasks.py nas/registry.py nas/strategies/base.py nas/strategies/bossnas \
 	nas/strategies/spos.py nas/strategies/multitrial.py nas/data/registry.py nas/runner.py nas/events.py nas/spec.py \
-	nas/arch.py nas/client nas/cli.py nas/cli_sdk.py nas/cli_common.py nas/cli_server.py nas/export \
-	searchspaces/hytra/supernet.py searchspaces/mbconv/supernet.py service api workers
+	nas/arch.py nas/client nas/cli.py nas/cli_sdk.py nas/cli_common.py nas/cli_server.py nas/export nas/diagram \
+	searchspaces/hytra/supernet.py searchspaces/mbconv/supernet.py searchspaces/fbnetv5/supernet.py service api workers
 
 typecheck: setup
 	$(BIN)/mypy $(TYPECHECKED)

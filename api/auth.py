@@ -5,19 +5,21 @@ With ``settings.auth`` off (allowed only on a loopback address) a request withou
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from typing import Annotated
 
+import anyio
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.exc import IntegrityError
 
-from api.deps import DbDep, SettingsDep
+from api.deps import DbDep, SettingsDep, read_db
 from api.problems import ProblemError
 from api.ratelimit import RateLimiter, retry_after_header
 from service.store import repo
 from service.store.db import Database
-from service.store.models import User
+from service.store.models import User, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +37,21 @@ def _unauthorized(detail: str, *, error: str | None = None) -> ProblemError:
     return ProblemError(401, detail, field="Authorization", headers={"WWW-Authenticate": challenge})
 
 
-def authenticate(db: Database, token: str) -> User | None:
-    """The token's user (read in its own transaction), then the token's use recorded in another."""
-    with db.session() as s:
-        user = repo.authenticate(s, token)
-    if user is not None:
-        repo.record_token_use(db, token)
+def _token_user(db: Database, token: str) -> tuple[User, dt.datetime | None] | None:
+    with db.engine.connect() as conn:  # a read: a Core connection, no ORM session
+        return repo.token_user(conn, token)
+
+
+async def authenticate(db: Database, token: str) -> User | None:
+    """The token's user (a read, see api.deps.read_db), then, when its recorded last use is older than
+    repo.TOKEN_USE_EVERY, the use recorded in a transaction of its own in the thread pool (so most requests write
+    nothing)."""
+    found = await read_db(db, _token_user, db, token)
+    if found is None:
+        return None
+    user, last_used = found
+    if last_used is None or last_used < utcnow() - repo.TOKEN_USE_EVERY:
+        await anyio.to_thread.run_sync(repo.record_token_use, db, token)
     return user
 
 
@@ -59,7 +70,7 @@ def local_admin(db: Database) -> User:
             return repo.get_user(s, LOCAL_ADMIN)
 
 
-def current_user(
+async def current_user(
     request: Request,
     settings: SettingsDep,
     db: DbDep,
@@ -70,9 +81,9 @@ def current_user(
         if header:
             raise _unauthorized("the Authorization header must be 'Bearer <token>'", error="invalid_request")
         if not settings.auth:
-            return local_admin(db)
+            return await anyio.to_thread.run_sync(local_admin, db)
         raise _unauthorized("this request needs an API token: send 'Authorization: Bearer <token>'")
-    user = authenticate(db, credentials.credentials.strip())
+    user = await authenticate(db, credentials.credentials.strip())
     if user is None:
         raise _unauthorized(
             "the API token is unknown, revoked or expired, or its user is disabled", error="invalid_token"

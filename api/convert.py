@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -14,12 +15,16 @@ log = logging.getLogger(__name__)
 
 
 def progress_out(row: Search) -> Progress | None:
-    if row.phase is None and row.progress_step is None and row.progress_total is None:
+    fields = progress_fields(row.phase, row.progress_step, row.progress_total)
+    return None if fields is None else Progress(**fields)
+
+
+def progress_fields(phase: str | None, step: int | None, total: int | None) -> dict[str, Any] | None:
+    """A Progress as a dict (None when nothing is known yet); ``fraction`` is step/total clamped to 0..1."""
+    if phase is None and step is None and total is None:
         return None
-    fraction = None
-    if row.progress_step is not None and row.progress_total:
-        fraction = min(max(row.progress_step / row.progress_total, 0.0), 1.0)
-    return Progress(phase=row.phase, step=row.progress_step, total=row.progress_total, fraction=fraction)
+    fraction = min(max(step / total, 0.0), 1.0) if step is not None and total else None
+    return {"phase": phase, "step": step, "total": total, "fraction": fraction}
 
 
 def result_out(row: Search) -> ResultOut | None:
@@ -52,6 +57,15 @@ def search_out(row: Search) -> SearchOut:
         finished_at=row.finished_at,
         updated_at=row.updated_at,
     )
+
+
+def summary_out(item: dict[str, Any]) -> dict[str, Any]:
+    """An item of repo.list_search_summaries as the JSON object of a SearchSummary (its fields, ``progress``
+    nested). Lists serialize these dicts directly (pydantic_core.to_json): validating a model per row would cost
+    more than reading it; tests check the answers against SearchSummary."""
+    values = dict(item)
+    values["progress"] = progress_fields(values.pop("phase"), values.pop("progress_step"), values.pop("progress_total"))
+    return values
 
 
 def event_out(row: SearchEvent) -> EventOut:

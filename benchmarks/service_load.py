@@ -1,6 +1,7 @@
 """Load on the REST API over loopback: submission throughput, listing latency under 50 clients, submit-to-running.
 
     python benchmarks/service_load.py [--backend sqlite|postgresql|both] [--stored 10000] [--clients 50]
+                                      [--parts submit,list,running]
 
 Each backend gets a fresh database (a SQLite file, or a new schema in the PostgreSQL of NAS_TEST_POSTGRES_URL).
 The API runs as `nas up` in a child process (one uvicorn worker), the load comes from httpx in this process.
@@ -84,8 +85,13 @@ def seed(url: str, stored: int) -> None:
 
 
 async def timed(client: httpx.AsyncClient, method: str, path: str, **kw: Any) -> tuple[float, int]:
+    """(seconds, status); a dropped connection (e.g. a kept-alive one the server closed meanwhile) is status 0,
+    counted among the errors."""
     t = time.perf_counter()
-    r = await client.request(method, path, **kw)
+    try:
+        r = await client.request(method, path, **kw)
+    except httpx.TransportError:
+        return time.perf_counter() - t, 0
     return time.perf_counter() - t, r.status_code
 
 
@@ -168,35 +174,47 @@ def submit_to_running(url: str, token: str, repeats: int) -> dict[str, float]:
     }
 
 
+PARTS = ("submit", "list", "running")
+
+
 def run_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
     env = {"NAS_SCHEDULER_INTERVAL_S": "0.2", "NAS_HEARTBEAT_S": "1", "NAS_LOCAL_CPUS": "2"}
+    out: dict[str, Any] = {"backend": backend}
     # 1. the API alone (no scheduler): submissions, then listing over the stored searches
-    data_dir = Path(tempfile.mkdtemp(prefix=f"nas-bench-{backend}-"))
-    url, drop = database_url(backend, data_dir)
-    try:
-        with ServiceProcess(data_dir, env={**env, **({"NAS_DATABASE_URL": url} if url else {})},
-                            args=["--no-scheduler"]) as svc:  # fmt: skip
-            assert svc.proc is not None
-            cpu = cpu_seconds(svc.proc.pid)
-            sub = asyncio.run(submissions(svc.url, svc.token, args.submissions, args.concurrency))
-            sub["server_cpu_ms"] = (cpu_seconds(svc.proc.pid) - cpu) * 1000 / args.submissions
-            t = time.perf_counter()
-            seed(url or f"sqlite:///{data_dir / 'nas.db'}", args.stored - args.submissions)
-            seeded_s = time.perf_counter() - t
-            cpu = cpu_seconds(svc.proc.pid)
-            lst = asyncio.run(listing(svc.url, svc.token, args.clients, args.per_client))
-            lst["server_cpu_ms"] = (cpu_seconds(svc.proc.pid) - cpu) * 1000 / lst["requests"]
-    finally:
-        drop()
+    if "submit" in args.parts or "list" in args.parts:
+        data_dir = Path(tempfile.mkdtemp(prefix=f"nas-bench-{backend}-"))
+        url, drop = database_url(backend, data_dir)
+        try:
+            with ServiceProcess(data_dir, env={**env, **({"NAS_DATABASE_URL": url} if url else {})},
+                                args=["--no-scheduler"]) as svc:  # fmt: skip
+                assert svc.proc is not None
+                submitted = 0
+                if "submit" in args.parts:
+                    cpu = cpu_seconds(svc.proc.pid)
+                    sub = asyncio.run(submissions(svc.url, svc.token, args.submissions, args.concurrency))
+                    sub["server_cpu_ms"] = (cpu_seconds(svc.proc.pid) - cpu) * 1000 / args.submissions
+                    out["submit"] = sub
+                    submitted = args.submissions
+                if "list" in args.parts:
+                    t = time.perf_counter()
+                    seed(url or f"sqlite:///{data_dir / 'nas.db'}", args.stored - submitted)
+                    out["seed_s"] = time.perf_counter() - t
+                    cpu = cpu_seconds(svc.proc.pid)
+                    lst = asyncio.run(listing(svc.url, svc.token, args.clients, args.per_client))
+                    lst["server_cpu_ms"] = (cpu_seconds(svc.proc.pid) - cpu) * 1000 / lst["requests"]
+                    out["list"] = lst
+        finally:
+            drop()
     # 2. the whole controller on an empty queue: submit-to-running
-    data_dir = Path(tempfile.mkdtemp(prefix=f"nas-bench-{backend}-"))
-    url, drop = database_url(backend, data_dir)
-    try:
-        with ServiceProcess(data_dir, env={**env, **({"NAS_DATABASE_URL": url} if url else {})}) as svc:
-            lat = submit_to_running(svc.url, svc.token, args.repeats)
-    finally:
-        drop()
-    return {"backend": backend, "submit": sub, "list": lst, "seed_s": seeded_s, "submit_to_running": lat}
+    if "running" in args.parts:
+        data_dir = Path(tempfile.mkdtemp(prefix=f"nas-bench-{backend}-"))
+        url, drop = database_url(backend, data_dir)
+        try:
+            with ServiceProcess(data_dir, env={**env, **({"NAS_DATABASE_URL": url} if url else {})}) as svc:
+                out["submit_to_running"] = submit_to_running(svc.url, svc.token, args.repeats)
+        finally:
+            drop()
+    return out
 
 
 def main() -> None:
@@ -208,8 +226,12 @@ def main() -> None:
     p.add_argument("--clients", type=int, default=50)
     p.add_argument("--per-client", type=int, default=20)
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated, of: {', '.join(PARTS)}")
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args()
+    args.parts = [x.strip() for x in args.parts.split(",") if x.strip()]
+    if unknown := set(args.parts) - set(PARTS):
+        p.error(f"--parts: unknown {', '.join(sorted(unknown))}; allowed: {', '.join(PARTS)}")
     backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
     results = {
         "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} CPUs",
@@ -218,15 +240,17 @@ def main() -> None:
         "runs": [run_backend(b, args) for b in backends],
     }
     for r in results["runs"]:
-        s, ls, lat = r["submit"], r["list"], r["submit_to_running"]
-        print(f"[{r['backend']}] submit: {s['per_s']:.0f}/s (p50 {s['p50_ms']:.1f} ms, p99 {s['p99_ms']:.1f} ms, "
-              f"{s['errors']} errors; server CPU {s['server_cpu_ms']:.1f} ms per submission)")  # fmt: skip
-        print(f"[{r['backend']}] list over {args.stored} stored, {args.clients} clients: {ls['per_s']:.0f} req/s, "
-              f"p50 {ls['p50_ms']:.1f} ms, p99 {ls['p99_ms']:.1f} ms, {ls['errors']} errors; "
-              f"server CPU {ls['server_cpu_ms']:.1f} ms per request")  # fmt: skip
-        print(f"[{r['backend']}] submit->running (claimed): median {lat['claimed_median_ms']:.0f} ms, "
-              f"max {lat['claimed_max_ms']:.0f} ms; submit->runner up: median {lat['runner_median_ms']:.0f} ms, "
-              f"max {lat['runner_max_ms']:.0f} ms")  # fmt: skip
+        if s := r.get("submit"):
+            print(f"[{r['backend']}] submit: {s['per_s']:.0f}/s (p50 {s['p50_ms']:.1f} ms, p99 {s['p99_ms']:.1f} ms, "
+                  f"{s['errors']} errors; server CPU {s['server_cpu_ms']:.1f} ms per submission)")  # fmt: skip
+        if ls := r.get("list"):
+            print(f"[{r['backend']}] list over {args.stored} stored, {args.clients} clients: {ls['per_s']:.0f} "
+                  f"req/s, p50 {ls['p50_ms']:.1f} ms, p99 {ls['p99_ms']:.1f} ms, {ls['errors']} errors; "
+                  f"server CPU {ls['server_cpu_ms']:.2f} ms per request")  # fmt: skip
+        if lat := r.get("submit_to_running"):
+            print(f"[{r['backend']}] submit->running (claimed): median {lat['claimed_median_ms']:.0f} ms, "
+                  f"max {lat['claimed_max_ms']:.0f} ms; submit->runner up: median {lat['runner_median_ms']:.0f} "
+                  f"ms, max {lat['runner_max_ms']:.0f} ms")  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

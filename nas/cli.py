@@ -129,6 +129,14 @@ def info(
     ] = False,
     device: Annotated[str, typer.Option(help="device for --latency: auto, cpu or cuda")] = "auto",
     num_classes: Annotated[int | None, typer.Option("--num-classes", min=1, max=100_000)] = None,
+    task: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--task",
+            help="build the network for this task (repeat for several; spaces with task heads, e.g. fbnetv5): the"
+            " costs of the whole network, and per task those of the network built for that task alone",
+        ),
+    ] = None,
 ) -> None:
     """Params and MACs of an architecture (and its latency with --latency).
 
@@ -144,12 +152,20 @@ def info(
     space, arch, macro_data, preset_size = resolve_arch_ref(ref)
     if num_classes is not None:
         macro_data["num_classes"] = num_classes
+    if task:
+        if "tasks" not in space.Macro.model_fields:
+            raise InvalidInput("--task", f"space {space.name!r} builds {', '.join(space.tasks)} networks only")
+        macro_data["tasks"] = list(task)
     macro = space.macro(macro_data).for_inference()
     size = input_size or preset_size or 32
     dev = resolve_device(device)
-    costs = measure_build_costs(
-        lambda: space.build(arch, macro), (1, macro.in_channels, size, size), device=dev, latency=latency
-    )
+    shape = (1, macro.in_channels, size, size)
+    costs = measure_build_costs(lambda: space.build(arch, macro), shape, device=dev, latency=latency)
+    per_task: dict[str, dict[str, int]] = {}
+    for name in task or []:
+        alone = space.macro(macro_data, tasks=[name]).for_inference()
+        alone_costs = measure_build_costs(lambda m=alone: space.build(arch, m), shape)  # type: ignore[misc]
+        per_task[name] = {"params": int(alone_costs["params"]), "macs": int(alone_costs["macs"])}
     result: dict[str, Any] = {
         "ref": ref,
         "space": arch.space,
@@ -160,11 +176,17 @@ def info(
         "latency_ms": round(costs["latency_ms"], 4) if latency else None,
         "device": str(dev) if latency else None,
     }
+    if per_task:
+        result["tasks"] = per_task
     if as_json:
         print(json.dumps(result))
         return
     table = Table(title=ref, show_header=False)
     for k, v in result.items():
+        if k == "tasks":
+            for name, one in per_task.items():
+                table.add_row(f"{name} alone", f"{one['params']:,} params, {one['macs']:,} MACs")
+            continue
         table.add_row(k, f"{v:,}" if isinstance(v, int) else "- (pass --latency)" if v is None else str(v))
     out.print(table)
 

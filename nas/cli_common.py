@@ -40,3 +40,14 @@ def echo_json(data: Any) -> None:
 def when(value: dt.datetime | None) -> str:
     """A timestamp in local time, or '' for none."""
     return value.astimezone().strftime("%Y-%m-%d %H:%M:%S") if value else ""
+
+
+def age(value: dt.datetime | None, now: dt.datetime | None = None) -> str:
+    """How long ago, in at most 4 characters: '45s', '12m', '3h', '5d', '7w', '2y'; '' for none."""
+    if value is None:
+        return ""
+    seconds = max(0, int(((now or dt.datetime.now(dt.UTC)) - value).total_seconds()))
+    for unit, size in (("y", 365 * 86400), ("w", 7 * 86400), ("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size * (2 if unit in ("y", "w") else 1):
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"

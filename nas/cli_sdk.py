@@ -1,7 +1,10 @@
 """The service commands of ``nas``, through the SDK (``--url``/``NAS_URL`` and ``--token``/``NAS_TOKEN``).
 
-``submit``, ``ls``, ``show``, ``logs``, ``cancel``, ``retry``, ``download``. (The administration commands, ``nas admin
-...`` and ``nas db ...``, work on the database directly and live in the service package: :mod:`service.cli`.)
+``submit``, ``ls``, ``show``, ``logs``, ``cancel``, ``retry``, ``download``, ``arch-svg``. Wherever a search id is
+taken, a unique prefix of it (6+ characters, like git's) works too: the service resolves it among the searches the
+token's user may see, and an ambiguous prefix is an error (exit 2) listing the matches. (The administration
+commands, ``nas admin ...`` and ``nas db ...``, work on the database directly and live in the service package:
+:mod:`service.cli`.)
 
 Exit codes: 0 done; 2 the input is wrong (an invalid spec or option, an unknown search or user, a conflicting state,
 a missing or rejected token); 1 something else failed (the service is unreachable or failed, the search failed, a
@@ -15,21 +18,25 @@ import functools
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, get_args
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 import typer
+from rich import box
+from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from nas.cli_common import F, JsonOption, echo_json, err, fail_text, out, when
+from nas.cli_common import F, JsonOption, age, echo_json, err, fail_text, out, when
 from nas.client.errors import AuthError, Conflict, InvalidRequest, NASClientError, NotFound
 from nas.errors import InvalidInput
 
 if TYPE_CHECKING:
     from nas.client import Client
-    from nas.client.models import EventOut, SearchOut
+    from nas.client.models import EventOut, SearchOut, SearchSummary
 
 PANEL_SERVICE = "Service (through the API)"
+
+SearchIdArg = Annotated[str, typer.Argument(metavar="ID", help="search id, or a unique prefix of it (6+ characters)")]
 
 UrlOption = Annotated[
     str | None,
@@ -88,7 +95,7 @@ def _fmt_metrics(metrics: dict[str, float]) -> str:
     return " ".join(_fmt_metric(k, v) for k, v in metrics.items())
 
 
-def _progress(info: SearchOut) -> str:
+def _progress(info: SearchOut | SearchSummary) -> str:
     p = info.progress
     if p is None or p.phase is None:
         return ""
@@ -119,6 +126,23 @@ def event_line(event: EventOut) -> str:
     return "  ".join(parts)
 
 
+def arch_hash(arch: dict[str, Any] | None) -> str:
+    """The hash of an architecture given as a dict: its ``hash`` key, else computed (an Architecture's canonical
+    JSON); '' when it is not one."""
+    if not arch:
+        return ""
+    if arch.get("hash"):
+        return str(arch["hash"])
+    from pydantic import ValidationError
+
+    from nas.arch import Architecture
+
+    try:
+        return Architecture.model_validate(arch).hash
+    except ValidationError:
+        return ""
+
+
 def result_table(info: SearchOut) -> Table:
     """The retrained models of a finished search."""
     result = info.result
@@ -131,7 +155,7 @@ def result_table(info: SearchOut) -> Table:
         m = final.metrics
         table.add_row(
             str(i),
-            str(final.arch.get("hash", "")),
+            arch_hash(final.arch),
             f"{m['test_accuracy']:.4f}" if "test_accuracy" in m else "",
             f"{m['val_accuracy']:.4f}" if "val_accuracy" in m else "",
             f"{m['params'] / 1e6:.3f}M" if "params" in m else "",
@@ -163,7 +187,7 @@ def details_table(info: SearchOut) -> Table:
     if info.error:
         rows.append(("error", f"[red]{escape(info.error)}[/red]"))
     if info.result and info.result.best:
-        rows.append(("best", str(info.result.best.get("hash", ""))))
+        rows.append(("best", arch_hash(info.result.best)))
     for key, value in rows:
         if value:
             table.add_row(key, value)
@@ -214,18 +238,85 @@ def _report_end(info: SearchOut, as_json: bool) -> None:
         fail_text(f"search {info.id} {info.status}{reason}", 1)
 
 
+SHORT_ID = 8  # characters of an id in tables (any unique prefix of 6+ is accepted back)
+
+
+def _accuracy(value: float | None) -> str:
+    return f"{value:.4f}" if value is not None else ""
+
+
+LIST_COLUMNS = ("id", "name", "space", "strategy", "status", "progress", "best", "age")
+WIDE_COLUMNS = ("owner", "dataset", "prio", "attempts", "cands", "created")
+SHRINKABLE = ("name", "progress", "space", "strategy", "owner", "dataset")  # shortened with "…" when space is short
+COLUMN_GAP = 2
+
+
+def list_table(rows: list[SearchSummary], *, wide: bool, width: int | None = 80) -> Table:
+    """Searches as a table that fits ``width`` columns: short ids, and name, progress, space and strategy
+    shortened with an ellipsis (never below their header's width) before anything else is. ``wide`` has whole ids
+    and adds owner, dataset, priority, attempts, the number of candidates and the creation time; ``width=None``
+    shortens nothing (the table's ``min_width`` is then the width it needs)."""
+    cells: list[list[str]] = []
+    for r in rows:
+        row = [
+            r.id if wide else r.id[:SHORT_ID],
+            r.name,
+            r.space or "",
+            r.strategy or "",
+            r.status,
+            _progress(r),
+            _accuracy(r.best_accuracy),
+            age(r.created_at),
+        ]
+        if wide:
+            row += [r.owner, r.dataset or "", str(r.priority), f"{r.attempts}/{r.max_attempts}", str(r.candidates),
+                    when(r.created_at)[:16]]  # fmt: skip
+        cells.append(row)
+    names = LIST_COLUMNS + (WIDE_COLUMNS if wide else ())
+    natural = [max([len(name)] + [len(row[i]) for row in cells]) for i, name in enumerate(names)]
+    minimum = [len(name) if name in SHRINKABLE else natural[i] for i, name in enumerate(names)]
+    gaps = COLUMN_GAP * (len(names) - 1)
+    widths = natural if width is None else fit_widths(natural, minimum, width - gaps)
+    table = Table(title=f"{len(rows)} search{'es' * (len(rows) != 1)}", box=box.SIMPLE_HEAD, show_edge=False,
+                  pad_edge=False, padding=(0, COLUMN_GAP - 1, 0, 0), collapse_padding=True,
+                  min_width=sum(widths) + gaps)  # fmt: skip
+    for name, w in zip(names, widths, strict=True):
+        right = name in ("best", "age", "prio", "attempts", "cands")
+        table.add_column(name, width=w, no_wrap=True, overflow="ellipsis", justify="right" if right else "left")
+    for r, row in zip(rows, cells, strict=True):
+        shown = [escape(c) for c in row]
+        shown[4] = _status(r.status)
+        table.add_row(*shown)
+    return table
+
+
+def fit_widths(natural: list[int], minimum: list[int], budget: int) -> list[int]:
+    """Column widths summing to at most ``budget`` (when the minimums allow): the widest shrinkable column loses a
+    character at a time, none below its minimum."""
+    widths = list(natural)
+    while sum(widths) > budget:
+        candidates = [i for i, w in enumerate(widths) if w > minimum[i]]
+        if not candidates:
+            break
+        widest = max(candidates, key=lambda i: (widths[i], -i))
+        widths[widest] -= 1
+    return widths
+
+
 @remote_errors
 def ls(
     status: Annotated[
         list[str] | None, typer.Option("--status", "-s", help="only these statuses (repeatable)", show_default=False)
     ] = None,
     name: Annotated[str | None, typer.Option("--name", help="names containing this text")] = None,
+    owner: Annotated[str | None, typer.Option("--owner", help="only this user's (admins)")] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=10_000, help="at most this many")] = 20,
-    as_json: JsonOption = False,
+    wide: Annotated[bool, typer.Option("--wide", "-w", help="full ids and more columns")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="the summaries as JSON (full ids; for scripts)")] = False,
     url: UrlOption = None,
     token: TokenOption = None,
 ) -> None:
-    """List searches, newest first."""
+    """List searches, newest first: id, name, space, strategy, status, progress, best accuracy and age."""
     from nas.client.models import SearchStatus
 
     allowed = get_args(SearchStatus)
@@ -233,24 +324,22 @@ def ls(
         if s not in allowed:
             raise InvalidInput("--status", f"{s!r} is not allowed; allowed: {', '.join(allowed)}")
     with connect(url, token) as client:
-        rows = client.searches(status=status, name=name, limit=limit)
+        rows = client.searches(status=status, name=name, owner=owner, limit=limit)
     if as_json:
         echo_json([r.model_dump(mode="json") for r in rows])
         return
-    table = Table(title=f"{len(rows)} search{'es' * (len(rows) != 1)}")
-    table.add_column("id", no_wrap=True)
-    for col in ("name", "status", "prio", "progress", "owner", "created"):
-        table.add_column(col, justify="right" if col == "prio" else "left", no_wrap=col in ("status", "created"))
-    for r in rows:
-        table.add_row(
-            r.id, escape(r.name), _status(r.status), str(r.priority), _progress(r), r.owner, when(r.created_at)
-        )
-    out.print(table)
+    if wide:  # for scripts too: whole lines, however narrow the terminal
+        table = list_table(rows, wide=True, width=None)
+        need = max(out.width, table.min_width or 0)
+        color: Literal["auto"] | None = "auto" if out.color_system else None
+        Console(file=out.file, width=need, color_system=color, force_terminal=out.is_terminal).print(table)
+    else:
+        out.print(list_table(rows, wide=False, width=out.width))
 
 
 @remote_errors
 def show(
-    search_id: Annotated[str, typer.Argument(metavar="ID", help="search id")],
+    search_id: SearchIdArg,
     as_json: JsonOption = False,
     url: UrlOption = None,
     token: TokenOption = None,
@@ -268,7 +357,7 @@ def show(
 
 @remote_errors
 def logs(
-    search_id: Annotated[str, typer.Argument(metavar="ID", help="search id")],
+    search_id: SearchIdArg,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="stream new events until the search ends")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object per line")] = False,
     url: UrlOption = None,
@@ -287,7 +376,7 @@ def logs(
 
 @remote_errors
 def cancel(
-    search_id: Annotated[str, typer.Argument(metavar="ID", help="search id")],
+    search_id: SearchIdArg,
     url: UrlOption = None,
     token: TokenOption = None,
 ) -> None:
@@ -302,7 +391,7 @@ def cancel(
 
 @remote_errors
 def retry(
-    search_id: Annotated[str, typer.Argument(metavar="ID", help="search id")],
+    search_id: SearchIdArg,
     url: UrlOption = None,
     token: TokenOption = None,
 ) -> None:
@@ -314,7 +403,7 @@ def retry(
 
 @remote_errors
 def download(
-    search_id: Annotated[str, typer.Argument(metavar="ID", help="search id")],
+    search_id: SearchIdArg,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="folder to write (default: runs/NAME-ID8)", show_default=False)
     ] = None,
@@ -328,6 +417,91 @@ def download(
         target = output or Path("runs") / f"{_safe_name(search.name)}-{search.id[:8]}"
         folder = search.download(target, what="all" if everything else "final")
     typer.echo(str(folder))
+
+
+@remote_errors
+def arch_svg(
+    search_id: Annotated[
+        str | None,
+        typer.Argument(metavar="[ID]", help="search id or unique prefix (6+ characters)", show_default=False),
+    ] = None,
+    candidate: Annotated[
+        str | None,
+        typer.Argument(help="architecture hash or unique prefix (default: the search's best)", show_default=False),
+    ] = None,
+    arch: Annotated[
+        str | None,
+        typer.Option("--arch", help="draw this architecture instead: SPACE:PRESET or an architecture JSON file"),
+    ] = None,
+    local: Annotated[bool, typer.Option("--local", help="with --arch: draw it here, without the service")] = False,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output", "-o", help="SVG file to write ('-': stdout; default: arch-HASH.svg)", show_default=False
+        ),
+    ] = None,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Save an architecture diagram (SVG): a candidate of a search, or any architecture with --arch."""
+    if (search_id is None) == (arch is None):
+        raise InvalidInput("ID", "give a search id (and optionally a candidate), or --arch, not both")
+    if local and arch is None:
+        raise InvalidInput("--local", "only draws an --arch architecture (a search's candidates are on the service)")
+    if arch is not None:
+        svg, digest = _arch_file_svg(arch, local, url, token)
+    else:
+        assert search_id is not None
+        with connect(url, token) as client:
+            search = client.search(search_id)
+            digest = candidate or _best_candidate(search.info) or ""
+            if not digest:
+                top = search.candidates(limit=1)
+                if not top:
+                    raise InvalidInput("ID", f"search {search.id} has no candidates yet")
+                digest = top[0].arch_hash
+            svg = search.architecture_svg(digest)
+    if output is not None and str(output) == "-":
+        typer.echo(svg, nl=False)
+        return
+    target = output or Path(f"arch-{digest}.svg")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(svg, encoding="utf-8")
+    typer.echo(str(target))
+
+
+def _best_candidate(info: SearchOut) -> str:
+    return arch_hash(info.result.best) if info.result and info.result.best else ""
+
+
+def _arch_file_svg(ref: str, local: bool, url: str | None, token: str | None) -> tuple[str, str]:
+    """(SVG, hash) of SPACE:PRESET or an architecture JSON file, drawn here (``local``) or by the service."""
+    from nas.space import resolve_arch_ref
+
+    if local:
+        from nas.diagram import draw
+
+        space, architecture, _, _ = resolve_arch_ref(ref)
+        return draw(space, architecture), architecture.hash
+    path = Path(ref)
+    if ":" in ref and not path.exists():
+        space, architecture, _, _ = resolve_arch_ref(ref)  # a preset: known to the engine installed here
+        data: dict[str, Any] = {"architecture": architecture.model_dump(mode="json"),
+                                "space_options": space.options.model_dump(mode="json")}  # fmt: skip
+    else:
+        import json
+
+        from nas.arch import Architecture
+
+        if not path.is_file():
+            raise InvalidInput("--arch", f"{ref!r} is neither SPACE:PRESET nor an existing JSON file")
+        try:
+            data = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise InvalidInput("--arch", f"{ref!r} is not a JSON file: {exc}") from exc
+        architecture = Architecture.from_dict(data)
+    with connect(url, token) as client:
+        return client.architecture_svg(data), architecture.hash
 
 
 def _safe_name(name: str) -> str:
@@ -344,6 +518,7 @@ SERVICE_COMMANDS: tuple[tuple[str, Callable[..., Any]], ...] = (
     ("cancel", cancel),
     ("retry", retry),
     ("download", download),
+    ("arch-svg", arch_svg),
 )
 
 

@@ -147,7 +147,8 @@ class BlockwiseSupernet(Protocol):
 
     def reference_paths(self) -> list[BlockPath]:
         """A fixed path per block such that block ``k`` reads, from the reference paths of blocks < k, an input on
-        which every one of its candidates runs; blocks trained independently are fed through these."""
+        which the most of its candidates run (all of them where a block's candidates do not depend on its input
+        level; HyTra: BossNAS's default lists); blocks trained independently are fed through these."""
         ...
 
     def arch_from_paths(self, paths: Sequence[Sequence[int]]) -> Architecture:

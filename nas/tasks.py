@@ -12,7 +12,9 @@ yet: it asks for classification (:data:`DEFAULT_TASKS`).
 - classification: complete (global-pool + linear head, cross-entropy with label smoothing as the trainer uses,
   top-1 accuracy); every space and strategy serves it.
 - segmentation: complete (1x1-conv head, per-pixel cross-entropy, mean IoU) but served by no space yet.
-- detection: declares its labels and metric only; FBNetV5 brings its head and loss.
+- detection: its head (:class:`DetectionHead`: single-scale anchor-free, output (N, classes + 4, h, w)) and loss
+  (:class:`DetectionLoss`: focal + L1 on FCOS-assigned locations; it also takes the boxes and the image size); its
+  metric (mAP) is not implemented yet, so no search serves it.
 
 Metrics are torchmetrics' (``MulticlassAccuracy``, ``MulticlassJaccardIndex``; detection will take
 ``MeanAveragePrecision``), behind the small :class:`Metric` interface they share (``update(preds, target)``,
@@ -25,6 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -138,6 +141,93 @@ def mean_iou(num_classes: int, ignore_index: int = IGNORE_INDEX) -> Metric:
     return MaskResized(MulticlassJaccardIndex(num_classes, average="macro", ignore_index=ignore_index))
 
 
+# --- detection -----------------------------------------------------------------------------------------------------
+DETECTION_BOX_CHANNELS = 4
+"""Box channels per location of a detection output: log distances to the box's left, top, right and bottom edges,
+in units of the output's stride (FCOS)."""
+
+
+class DetectionHead(nn.Sequential):
+    """A single-scale anchor-free head (FCOS / CenterNet style): 3x3 conv -> BN -> ReLU -> 1x1 conv, features
+    (N, C, h, w) to (N, num_classes + 4, h, w): per location the class logits (sigmoid, not softmax: no background
+    class) and :data:`DETECTION_BOX_CHANNELS` box distances. Spaces with their own heads (FBNetV5) keep this
+    output layout."""
+
+    def __init__(self, channels: int, num_classes: int) -> None:
+        super().__init__(
+            nn.Conv2d(channels, channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(channels),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(channels, num_classes + DETECTION_BOX_CHANNELS, 1),
+        )
+
+
+def detection_targets(
+    pred: Tensor, boxes: Sequence[Tensor], image_size: tuple[int, int]
+) -> tuple[Tensor, Tensor, Tensor]:
+    """FCOS assignment of ``boxes`` (per image a (K, 5) tensor: class, x0, y0, x1, y1 in pixels of an image of
+    ``image_size`` (H, W)) to the locations of ``pred`` (N, classes + 4, h, w): a location whose centre lies inside
+    a box is positive for it (the smallest box when several hold it). Returns the class targets (N, classes, h, w)
+    in {0, 1}, the box targets (N, 4, h, w) as log distances in strides, and the positive mask (N, h, w)."""
+    n, channels, h, w = pred.shape
+    classes = channels - DETECTION_BOX_CHANNELS
+    sy, sx = image_size[0] / h, image_size[1] / w
+    ys = (torch.arange(h, device=pred.device, dtype=torch.float32) + 0.5) * sy
+    xs = (torch.arange(w, device=pred.device, dtype=torch.float32) + 0.5) * sx
+    cy, cx = ys[:, None].expand(h, w), xs[None, :].expand(h, w)
+    cls_t = pred.new_zeros((n, classes, h, w), dtype=torch.float32)
+    box_t = pred.new_zeros((n, DETECTION_BOX_CHANNELS, h, w), dtype=torch.float32)
+    pos = torch.zeros((n, h, w), dtype=torch.bool, device=pred.device)
+    for i, b in enumerate(boxes):
+        if b.numel() == 0:
+            continue
+        b = b.to(pred.device, torch.float32)
+        dist = torch.stack(
+            [cx - b[:, 1, None, None], cy - b[:, 2, None, None], b[:, 3, None, None] - cx, b[:, 4, None, None] - cy],
+            dim=1,
+        )  # (K, 4, h, w)
+        inside = dist.amin(dim=1) > 0
+        area = ((b[:, 3] - b[:, 1]) * (b[:, 4] - b[:, 2]))[:, None, None].expand_as(inside)
+        area = torch.where(inside, area, torch.full_like(area, float("inf")))
+        best = area.argmin(dim=0)  # (h, w)
+        hit = inside.any(dim=0)
+        chosen = dist.gather(0, best[None, None].expand(1, 4, h, w))[0]
+        scale = torch.tensor([sx, sy, sx, sy], device=pred.device)[:, None, None]
+        box_t[i] = torch.where(hit, (chosen / scale).clamp_min(1e-3).log(), box_t[i])
+        cls = b[best, 0].long().clamp(0, classes - 1)
+        cls_t[i].scatter_(0, cls[None], hit[None].float())
+        pos[i] = hit
+    return cls_t, box_t, pos
+
+
+class DetectionLoss(nn.Module):
+    """Sigmoid focal loss (alpha 0.25, gamma 2) of the class logits over every location plus the L1 loss of the
+    box distances at the positive locations, both divided by the number of positives (at least 1), for a
+    :class:`DetectionHead`-layout output (N, classes + 4, h, w). ``forward(pred, boxes, image_size)``: see
+    :func:`detection_targets`; label smoothing does not apply."""
+
+    def __init__(self, label_smoothing: float = 0.0, alpha: float = 0.25, gamma: float = 2.0) -> None:
+        super().__init__()
+        self.alpha, self.gamma = alpha, gamma
+
+    def forward(self, pred: Tensor, boxes: Sequence[Tensor], image_size: tuple[int, int]) -> Tensor:
+        cls_t, box_t, pos = detection_targets(pred, boxes, image_size)
+        logits = pred[:, :-DETECTION_BOX_CHANNELS].float()
+        p = logits.sigmoid()
+        ce = F.binary_cross_entropy_with_logits(logits, cls_t, reduction="none")
+        p_t = p * cls_t + (1 - p) * (1 - cls_t)
+        a_t = self.alpha * cls_t + (1 - self.alpha) * (1 - cls_t)
+        focal = (a_t * ce * (1 - p_t) ** self.gamma).sum()
+        box = (pred[:, -DETECTION_BOX_CHANNELS:].float() - box_t).abs().sum(dim=1)[pos].sum()
+        return (focal + box) / pos.sum().clamp_min(1)
+
+
+def detection_loss(label_smoothing: float = 0.0) -> Any:
+    """The detection loss (its call takes the boxes and the image size besides the output: see
+    :class:`DetectionLoss`)."""
+    return DetectionLoss(label_smoothing)
+
+
 # --- the task description ------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Task:
@@ -216,9 +306,12 @@ SEGMENTATION = Task(
 )
 DETECTION = Task(
     name="detection",
-    description="boxes with a class per object (COCO-style mAP@[.5:.95]); declared, not implemented yet (FBNetV5)",
+    description="boxes with a class per object: single-scale anchor-free output (N, classes + 4, h, w), focal + L1"
+    " loss, COCO-style mAP@[.5:.95] (the metric is not implemented yet)",
     labels=("boxes",),
     metric="map",
+    head=DetectionHead,
+    loss=detection_loss,
 )
 
 TASKS: Registry[Task] = Registry("task", field="task", group="nas.tasks")

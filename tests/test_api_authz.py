@@ -5,6 +5,7 @@ new endpoint cannot be forgotten."""
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from nas.space import get_space
 from service.store import Database, repo
 from tests.api_helpers import spec
 from tests.test_api import Env, make_env
@@ -26,6 +28,7 @@ PUBLIC: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/searches"): "lists the caller's own searches only (checked below)",
     ("GET", "/api/v1/spaces"): "catalog, no user data",
     ("GET", "/api/v1/spaces/{name}"): "catalog (a space name, not a user name)",
+    ("POST", "/api/v1/spaces/{name}/architecture.svg"): "draws the architecture in the body (a space name)",
     ("GET", "/api/v1/strategies"): "catalog, no user data",
     ("GET", "/api/v1/datasets"): "catalog, no user data",
     ("GET", "/api/v1/cluster"): "counts of all users' searches, no ids or names",
@@ -44,6 +47,7 @@ class Owned:
     search_id: str
     artifact_id: int
     token_id: int
+    arch_hash: str
 
 
 @pytest.fixture
@@ -60,7 +64,9 @@ def owned(database: Database, tmp_path: Path) -> Iterator[Owned]:
             (artifact,) = repo.register_artifacts(s, search_id, out, [out / "result.json"], "result")
             artifact_id = artifact.id
             token_id = repo.list_tokens(s, repo.get_user(s, "alice"))[0].id
-        yield Owned(env, search_id, artifact_id, token_id)
+            arch = get_space("nasnet").sample(random.Random(0))
+            repo.upsert_candidates(s, search_id, [{"arch": arch.model_dump(mode="json"), "metrics": {"accuracy": 0.5}}])
+        yield Owned(env, search_id, artifact_id, token_id, arch.hash)
 
 
 def operations(client: TestClient) -> list[tuple[str, str, dict[str, Any]]]:
@@ -69,7 +75,8 @@ def operations(client: TestClient) -> list[tuple[str, str, dict[str, Any]]]:
 
 
 def fill(path: str, op: dict[str, Any], o: Owned) -> str:
-    values = {"search_id": o.search_id, "artifact_id": str(o.artifact_id), "name": "alice", "token_id": str(o.token_id)}
+    values = {"search_id": o.search_id, "artifact_id": str(o.artifact_id), "name": "alice", "token_id": str(o.token_id),
+              "arch_hash": o.arch_hash}  # fmt: skip
     for p in op.get("parameters", []):
         if p["in"] == "path":
             assert p["name"] in values, f"{path}: path parameter {p['name']!r} has no value here; add one"

@@ -21,6 +21,7 @@ from nas.space import get_space
 from nas.strategies.base import SearchContext, get_strategy
 from nas.strategies.bossnas import BossNASStrategy
 from nas.strategies.bossnas.search import RatedSpace
+from searchspaces.hytra.encoding import OP_LEVEL
 from tests.conftest import tiny_splits
 from tests.test_bossnas_strategy import CancelAt
 
@@ -73,6 +74,9 @@ def test_each_block_is_rated_on_the_output_of_the_best_paths_before_it(trained) 
         assert len(prefix) == k
         rated = set(net.ratings[k])
         assert rated == set(sn.block_paths(k, level))  # the candidates that run on the block's input
+        # BossNAS's restricted_path[pos + 1] for the level the previous best path ended at: 51 / 99 / 80 / 16 paths
+        assert len(rated) == (51, 99, 80, 16)[level]
+        assert {OP_LEVEL[p[0]] for p in rated} <= {level, level + 1}
         assert all(math.isfinite(v) and -4.0 <= v <= 4.0 for v in net.ratings[k].values())
         if k < 3:
             best = net.prefixes[k + 1][k]  # the path block k + 1 was trained on
@@ -129,5 +133,7 @@ def test_scores_of_unrated_paths_fall_back_to_the_reference_input(trained) -> No
     score_in, score_out = s.score_architectures(ctx, net, [inside, outside])
     assert score_in == pytest.approx(sum(net.ratings[k][tuple(p)] + 4 for k, p in enumerate(sn.paths_of(inside))))
     assert math.isfinite(score_out) and 0.0 <= score_out <= 32.0
-    assert net.fallback_ratings  # rated once per block, on the reference paths' output
+    assert net.fallback_ratings  # rated once per (block, input level), on prefix paths that end at that level
+    for (k, level), ratings in net.fallback_ratings.items():
+        assert set(ratings) == set(sn.block_paths(k, level))
     assert s.score_architectures(ctx, net, [outside]) == [score_out]

@@ -390,6 +390,9 @@ def test_independent_blocks_on_ray_match_the_in_process_run(tmp_path: Path, refe
         ({"search": "random"}, "strategy.options.search"),
         ({"evolution": {"population": 10**9}}, "strategy.options.evolution.population"),
         ({"bogus": 1}, "strategy.options.bogus"),
+        ({"update_interval": 0}, "strategy.options.update_interval"),
+        ({"view_order": "simclr"}, "strategy.options.view_order"),
+        ({"rating_center": "median"}, "strategy.options.rating_center"),
     ],
 )
 def test_bad_options_name_the_field(options: dict[str, Any], field: str) -> None:
@@ -402,3 +405,28 @@ def test_spaces_without_blocks_are_refused() -> None:
     with pytest.raises(InvalidInput) as info:
         get_strategy("bossnas").check_space(get_space("toyconv"))
     assert info.value.field == "space.name"
+
+
+def test_accumulated_updates_and_the_raw_center_resume_exactly(tmp_path: Path) -> None:
+    """update_interval 2 (the toy's 3 steps per epoch: an update of 2 steps, one of 1) with the public code's raw
+    rating centre: an interrupted search, resumed, equals an uninterrupted one."""
+    options = {"update_interval": 2, "rating_center": "raw"}
+    reference_ctx = make_ctx(tmp_path / "ref")
+    reference = strategy(**options).run(reference_ctx)
+    progress = [e for e in reference_ctx.reporter.events if e.type == EventType.PROGRESS and e.phase == "block-1"]
+    assert [(e.step, e.total) for e in progress] == [(1, 4), (2, 4), (3, 4), (4, 4)]  # 2 epochs x 2 updates
+    normal = strategy(update_interval=2).run(make_ctx(tmp_path / "normal"))
+    assert reference.extra["ratings"] != normal.extra["ratings"]  # the centre changes the ratings, not training
+    cancel = threading.Event()
+    ctx = make_ctx(tmp_path / "int", reporter=CancelAt(cancel, EventType.PROGRESS, "block-1", 3))
+    ctx.cancel = cancel
+    with pytest.raises(SearchCancelled):
+        strategy(**options).run(ctx)
+    resumed_ctx = make_ctx(tmp_path / "int")
+    resumed = strategy(**options).run(resumed_ctx)
+    assert any(e.type == EventType.LOG and "resumed" in (e.message or "") for e in resumed_ctx.reporter.events)
+    assert resumed.extra["ratings"] == reference.extra["ratings"]
+    assert [c.arch for c in resumed.best] == [c.arch for c in reference.best]
+    ref_state = unpack_state(CheckpointStore(tmp_path / "ref" / "ckpt").load("bossnas")["net"])
+    res_state = unpack_state(CheckpointStore(tmp_path / "int" / "ckpt").load("bossnas")["net"])
+    assert all(torch.equal(ref_state[k], res_state[k]) for k in ref_state)

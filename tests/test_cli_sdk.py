@@ -151,8 +151,10 @@ def test_ls_table_json_and_filters(live: LiveService, user: tuple[str, str], pro
     live.create_search(user[0], {**SPEC, "name": "second"})
     table = invoke("ls")
     assert table.exit_code == 0, table.output
-    assert first in table.stdout and "supernet 3/10" in table.stdout and "second" in table.stdout
+    assert first[:8] in table.stdout and first not in table.stdout  # short ids; --wide and --json have them whole
+    assert "supernet 3/10" in table.stdout and "second" in table.stdout
     assert "2 searches" in table.stdout
+    assert first in invoke("ls", "--wide").stdout
     result = invoke("ls", "--status", "running", "--status", "queued", "--name", "fir", "--json", "--limit", "5")
     assert result.exit_code == 0
     assert [s["id"] for s in json.loads(result.stdout)] == [first]

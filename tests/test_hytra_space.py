@@ -36,8 +36,8 @@ def assert_follows_rules(blocks: list[list[int]]) -> None:
         for j, op in enumerate(path):
             lv = OP_LEVEL[op]
             assert lv - level in (0, 1), f"block {k} layer {j}: level {level} -> {lv}"
-            if j == 0:
-                assert lv in (k, k + 1), f"block {k} starts at level {lv}"
+            if j == 0:  # BossNAS builds block k for inputs at levels >= 0, 1, 2, 2 only
+                assert level >= (0, 1, 2, 2)[k], f"block {k} reads level {level}"
             level = lv
     kinds_at = {(OP_KIND[o], OP_LEVEL[o]) for path in blocks for o in path}
     assert all(lv in (2, 3) for kind, lv in kinds_at if kind == "att"), "ResAtt only at 14x14 and 7x7"
@@ -46,16 +46,17 @@ def assert_follows_rules(blocks: list[list[int]]) -> None:
 def test_candidate_paths_per_block_match_the_public_code() -> None:
     blocks = SPACE.blocks()
     assert [b.index for b in blocks] == [0, 1, 2, 3]
-    assert [len(b.candidates) for b in blocks] == [51, 99, 80, 16]
+    # every path of the lists of the input levels a block can read (the lists themselves: test_hytra_paths.py)
+    assert [len(b.candidates) for b in blocks] == [51, 115, 80, 80]
     for b in blocks:
         assert len(set(b.candidates)) == len(b.candidates)
         levels = {tuple(OP_LEVEL[o] for o in p) for p in b.candidates}
-        assert {lv[0] for lv in levels} == {b.index, b.index + 1} & {0, 1, 2, 3}
         assert all(0 <= lv[j + 1] - lv[j] <= 1 for lv in levels for j in range(3))
-    # block 1 never runs at 56x56, blocks 2 and 3 only at 14x14 and 7x7, block 3 only at 7x7
-    assert min(OP_LEVEL[o] for p in blocks[1].candidates for o in p) == 1
+    assert {OP_LEVEL[p[0]] for p in blocks[0].candidates} == {0, 1}
+    # block 1 never runs at 56x56, blocks 2 and 3 only at 14x14 and 7x7 (block 3 at 14x14 too)
+    assert {OP_LEVEL[o] for p in blocks[1].candidates for o in p} == {1, 2, 3}
     assert {OP_LEVEL[o] for p in blocks[2].candidates for o in p} == {2, 3}
-    assert {OP_LEVEL[o] for p in blocks[3].candidates for o in p} == {3}
+    assert {OP_LEVEL[o] for p in blocks[3].candidates for o in p} == {2, 3}
 
 
 def test_space_size_equals_a_brute_force_count_over_level_sequences() -> None:
@@ -63,10 +64,10 @@ def test_space_size_equals_a_brute_force_count_over_level_sequences() -> None:
     total = 0
     for steps in itertools.product((0, 1), repeat=16):  # level change entering each layer (from the stem at 0)
         levels = list(itertools.accumulate(steps))
-        if levels[-1] > 3 or any(levels[4 * k] not in (k, k + 1) for k in range(4)):
+        if levels[-1] > 3 or any(levels[4 * k - 1] < (0, 1, 2, 2)[k] for k in range(1, 4)):
             continue
         total += math.prod(ops_per_level[lv] for lv in levels)
-    assert total > 0
+    assert total == 1_615_872
     assert SPACE.log10_size() == pytest.approx(math.log10(total))
     assert SPACE.describe()["num_architectures"] == total
 
@@ -89,7 +90,7 @@ def test_sampling_reaches_every_candidate_start_of_every_block() -> None:
     for _ in range(400):
         for k, path in enumerate(SPACE.sample(rng).choices["blocks"]):
             starts[k].add(OP_LEVEL[path[0]])
-    assert starts == [{0, 1}, {1, 2}, {2, 3}, {3}]
+    assert starts == [{0, 1}, {1, 2, 3}, {2, 3}, {2, 3}]
 
 
 @settings(max_examples=40, deadline=None)
@@ -120,11 +121,15 @@ def test_crossover_takes_whole_blocks_from_the_parents(seed: int) -> None:
         ([[5, 2, 3, 3], [3, 2, 3, 0], [0, 0, 1, 0], [0, 0, 0, 0]], "blocks[0][1]", "only once"),
         ([[2, 2, 3, 3], [3, 2, 3, 0], [0, 0, 1, 0], [0, 0, 0, 0]], "blocks[0][0]", "only once"),
         (
-            [[4, 2, 0, 0], [1, 1, 1, 1], [0, 0, 0, 0], [0, 0, 0, 0]],
+            [[5, 5, 5, 5], [4, 2, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]],
             "blocks[1][0]",
-            "block 1 must start at level 1 or 2",
+            "cannot read block 0's output at level 0",
         ),
-        ([[5, 4, 3, 3], [3, 2, 3, 2], [2, 2, 2, 2], [2, 2, 0, 0]], "blocks[3][0]", "block 3 must start at level 3"),
+        (
+            [[5, 5, 5, 4], [4, 4, 4, 4], [3, 3, 3, 3], [1, 1, 1, 1]],
+            "blocks[2][0]",
+            "block 2 for inputs at levels 2, 3 only",
+        ),
         ([[5, 4, 3, 3], [3, 2, 3, 6], [0, 0, 1, 0], [0, 0, 0, 0]], "blocks[1][3]", "not an op index"),
         ([[5, 4, 3, 3], [3, 2, 3, "ResAtt"], [0, 0, 1, 0], [0, 0, 0, 0]], "blocks[1][3]", "0 = ResAtt@7x7"),
         ([[5, 4, 3, 3], [3, 2, 3], [0, 0, 1, 0], [0, 0, 0, 0]], "blocks[1]", "4 op indices"),
@@ -150,7 +155,8 @@ def test_validate_checks_keys_space_and_version() -> None:
 def test_describe_is_json_and_reports_blocks() -> None:
     d = json.loads(json.dumps(get_space("hytra").describe()))
     assert d["name"] == "hytra" and d["block_wise"] is True
-    assert d["block_candidates"] == [51, 99, 80, 16]
+    assert d["block_candidates"] == [51, 115, 80, 80]
+    assert d["num_architectures"] == 1_615_872
     assert d["ops"]["2"] == {"name": "ResAtt@14x14", "level": 2}
     assert set(d["presets"]) == {"bossnet-t0", "bossnet-t0-nose", "bossnet-t1"}
     assert d["choices_schema"]["properties"]["blocks"]["minItems"] == 4

@@ -83,10 +83,9 @@ def test_blocks_chained_with_the_head_equal_the_full_forward(seed: int) -> None:
 def test_every_candidate_runs_on_every_start_level_it_accepts() -> None:
     net = supernet()
     assert net.num_blocks == 4
-    assert [len(net.block_paths(k)) for k in range(4)] == [51, 99, 80, 16]
-    assert [net.path_start_levels(k) for k in range(4)] == [[0], [0, 1, 2], [1, 2, 3], [2, 3]]
+    assert [len(net.block_paths(k)) for k in range(4)] == [51, 115, 80, 80]
+    assert [net.path_start_levels(k) for k in range(4)] == [[0], [1, 2, 3], [2, 3], [2, 3]]
     for k in range(4):
-        assert net.block_paths(k, k) == net.block_paths(k)  # an input at level k suits every candidate
         for s in net.path_start_levels(k):
             paths = net.block_paths(k, s)
             assert paths and set(paths) <= set(net.block_paths(k))
@@ -98,17 +97,20 @@ def test_every_candidate_runs_on_every_start_level_it_accepts() -> None:
                     assert (y.shape[1], y.shape[2]) == net.level_shape(net.path_end_level(k, path))
     with pytest.raises(InvalidInput, match="not a candidate of block 1"):
         net.forward_block(1, torch.randn(1, 64, 4, 4), (4, 4, 4, 4), 2)  # 28x28 cannot follow 14x14
+    with pytest.raises(InvalidInput, match="not a candidate of block 2"):
+        net.forward_block(2, torch.randn(1, 32, 8, 8), (3, 3, 3, 3), 1)  # block 2 has no branch from 28x28
 
 
-def test_only_block0_paths_ending_at_the_last_level_cannot_be_completed() -> None:
+def test_only_paths_ending_where_the_next_block_cannot_read_are_dead_ends() -> None:
     net = supernet()
     stuck = [(k, p) for k in range(4) for p in net.block_paths(k) if not net.path_completes(k, p)]
-    assert len(stuck) == 24 and all(k == 0 and net.path_end_level(k, p) == 3 for k, p in stuck)
-    for _k, p in stuck:  # block 1 cannot start at 7x7 ...
-        assert net.block_paths(1, net.path_end_level(0, p)) == []
-    for p in net.block_paths(0):  # ... while every other block-0 end has a continuation
-        if net.path_completes(0, p):
-            assert net.block_paths(1, net.path_end_level(0, p))
+    assert stuck == [(0, (5, 5, 5, 5)), (1, (4, 4, 4, 4))]
+    for k, p in stuck:  # the next block has no layers at their end level (56x56, 28x28) ...
+        assert net.block_paths(k + 1, net.path_end_level(k, p)) == []
+    for k in range(3):  # ... while every other end has a continuation
+        for p in net.block_paths(k):
+            if net.path_completes(k, p):
+                assert net.block_paths(k + 1, net.path_end_level(k, p))
 
 
 def test_level_shapes_follow_the_stem_and_the_input_size() -> None:
@@ -130,13 +132,18 @@ def test_block_modules_partition_the_weights() -> None:
     assert len(owned) == len(set(owned))
     rest = {id(p) for p in net.parameters()} - set(owned)
     assert rest == {id(p) for p in net.classifier.parameters()}
+    assert sorted(net.classifier.keys()) == ["2", "3"]  # the last block ends at 14x14 or 7x7
 
 
-def test_reference_paths_hand_block_k_its_input_at_level_k() -> None:
+def test_reference_paths_hand_each_block_its_default_input_level() -> None:
     net = supernet()
     paths = net.reference_paths()
     SPACE.validate(net.arch_from_paths(paths))
-    assert [net.path_end_level(k, p) for k, p in enumerate(paths)] == [1, 2, 3, 3]
+    assert [net.path_end_level(k, p) for k, p in enumerate(paths)] == [1, 2, 2, 3]
+    level = 0
+    for k, p in enumerate(paths):  # BossNAS's lists before a path is chosen (stage_depths [4, 3, 2, 2])
+        assert len(net.block_paths(k, level)) == [51, 99, 80, 80][k]
+        level = net.path_end_level(k, p)
 
 
 def test_one_training_step_moves_the_active_path_only() -> None:

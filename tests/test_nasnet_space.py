@@ -9,6 +9,7 @@ from collections import Counter
 from typing import Any
 
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -19,6 +20,7 @@ from searchspaces.nasnet import NASNetSpace
 from searchspaces.nasnet.genotype import (
     ATTENTION_OP,
     CELL_TYPES,
+    DARTS_OPS,
     NUM_BLOCKS,
     NUM_INPUTS,
     OP_NAMES,
@@ -166,6 +168,35 @@ def test_options_ops_and_attention() -> None:
     assert hybrid.macro().attention_heads == 4  # the option fills the macro
     with pytest.raises(InvalidInput, match="unknown op 'self_attention'"):
         SPACE.validate(_arch(_bad(["normal", "blocks", 0, 1], "self_attention")))
+
+
+def test_op_sets_name_darts_and_nasnet() -> None:
+    darts = NASNetSpace(ops="darts")
+    assert darts.options.ops == list(DARTS_OPS) and darts.op_names == DARTS_OPS
+    assert DARTS_OPS == (
+        "none", "max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3",
+        "dil_conv_5x5",
+    )  # fmt: skip
+    assert NASNetSpace(ops="nasnet").op_names == SPACE.op_names
+    with pytest.raises(InvalidInput) as err:
+        NASNetSpace(ops="enas")
+    assert err.value.field == "space.options.ops" and "unknown op set 'enas'" in err.value.message
+    assert "darts" in err.value.message
+    # the DARTS ops build in a standalone network, "none" included
+    rng = random.Random(0)
+    macro = {"kind": "darts", "layers": 3, "channels": 4, "image_size": 8, "num_classes": 3}
+    seen: set[str] = set()
+    for _ in range(6):
+        arch = darts.sample(rng)
+        darts.validate(arch)
+        seen |= {blk[k] for t in ("normal", "reduce") for blk in arch.choices[t]["blocks"] for k in (1, 3)}
+        net = darts.build(arch, macro).eval()
+        with torch.no_grad():
+            assert net(torch.randn(2, 3, 8, 8)).shape == (2, 3)
+    assert seen <= set(DARTS_OPS) and {"none", "dil_conv_5x5"} <= seen
+    assert darts.log10_size() == pytest.approx(2 * sum(2 * math.log10((2 + b) * 8) for b in range(5)))
+    with pytest.raises(InvalidInput, match="unknown op 'dil_conv_5x5'"):  # not in the default 13
+        SPACE.validate(_arch(_bad(["normal", "blocks", 0, 1], "dil_conv_5x5")))
 
 
 def test_registered_by_entry_point() -> None:

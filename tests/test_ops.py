@@ -126,6 +126,30 @@ def test_op_structures_follow_the_spec() -> None:
     assert all(c.bias is None for c in sep.modules() if isinstance(c, nn.Conv2d))
 
 
+def test_darts_ops_dil_conv_5x5_and_none() -> None:
+    cfg = OpConfig()
+    dil = make_op("dil_conv_5x5", 4, 6, 2, cfg)
+    assert isinstance(dil, SepConv)
+    assert dil[1].kernel_size == (5, 5) and dil[1].dilation == (2, 2) and dil[1].padding == (4, 4)
+    assert dil[1].groups == 4 and dil[1].stride == (2, 2) and dil[2].out_channels == 6
+    # dilation 2 with a 5x5 kernel sees 9x9: a pixel 4 away moves the centre output, one 5 away does not
+    flat = make_op("dil_conv_5x5", 4, 6, 1, cfg).eval()
+    with torch.no_grad():
+        base = torch.zeros(1, 4, 11, 11)
+        near, far = base.clone(), base.clone()
+        near[0, :, 5, 9] = 1.0
+        far[0, :, 5, 10] = 1.0
+        centre = flat(base)[0, :, 5, 5]
+        assert not torch.allclose(flat(near)[0, :, 5, 5], centre)
+        assert torch.allclose(flat(far)[0, :, 5, 5], centre)
+    none = make_op("none", 6, 4, 2, cfg)
+    assert not list(none.parameters())
+    y = none(torch.randn(2, 6, 7, 7, requires_grad=True))
+    assert y.shape == (2, 4, 4, 4) and not y.any()
+    same = make_op("none", 4, 4, 1, cfg)(torch.randn(1, 4, 5, 5))
+    assert same.shape == (1, 4, 5, 5) and not same.any()
+
+
 def test_avg_pool_excludes_padding() -> None:
     pool = make_op("avg_pool_3x3", 2, 2, 1, OpConfig())
     y = pool(torch.ones(1, 2, 5, 5))

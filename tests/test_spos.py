@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import random
 import threading
 
 import pytest
@@ -11,6 +12,7 @@ from nas.events import Event, EventType, ListReporter
 from nas.space import get_space
 from nas.spec import ConstraintSpec
 from nas.strategies.base import SearchContext, get_strategy
+from nas.strategies.evolution import Evolution
 from tests.conftest import tiny_splits
 
 OPTIONS = {
@@ -119,3 +121,63 @@ def test_bad_options_name_the_field(options, field) -> None:
     with pytest.raises(InvalidInput) as info:
         get_strategy("spos", options)
     assert info.value.field == field
+
+
+def test_paper_preset_sets_the_published_evolution_and_recalibration() -> None:
+    opts = get_strategy("spos", {"preset": "paper"}).options
+    evo = opts.evolution
+    assert (evo.population, evo.generations, evo.parents) == (50, 20, 10)
+    assert (evo.mutation_rate, evo.mutation_share) == (0.1, 0.5)
+    assert (opts.bn_batches, opts.bn_batch_size) == (20, 128)
+    # what is given explicitly wins over the preset
+    mixed = get_strategy("spos", {"preset": "paper", "evolution": {"population": 6}, "bn_batches": 3}).options
+    assert (mixed.evolution.population, mixed.evolution.generations, mixed.evolution.parents) == (6, 20, 10)
+    assert (mixed.bn_batches, mixed.bn_batch_size) == (3, 128)
+    # without the preset nothing changes
+    plain = get_strategy("spos", {}).options
+    assert (plain.evolution.population, plain.bn_batches, plain.bn_batch_size) == (20, 4, None)
+    with pytest.raises(InvalidInput) as info:
+        get_strategy("spos", {"preset": "fast"})
+    assert info.value.field == "strategy.options.preset"
+
+
+def test_paper_preset_breeds_25_mutants_and_25_crossovers_per_generation(tmp_path) -> None:
+    space = get_space("nasnet")
+    ctx = make_ctx(tmp_path)
+    ctx.space = space
+    calls = {"mutate": 0, "crossover": 0}
+    mutate, crossover = space.mutate, space.crossover
+
+    def counting_mutate(arch, rng, rate=0.1):  # type: ignore[no-untyped-def]
+        assert rate == 0.1
+        calls["mutate"] += 1
+        return mutate(arch, rng, rate)
+
+    def counting_crossover(a, b, rng):  # type: ignore[no-untyped-def]
+        calls["crossover"] += 1
+        return crossover(a, b, rng)
+
+    space.mutate, space.crossover = counting_mutate, counting_crossover  # type: ignore[method-assign]
+    opts = get_strategy("spos", {"preset": "paper"}).options
+    evolution = Evolution(ctx, opts.evolution, lambda arch: {"accuracy": 0.0})
+    rng = random.Random(0)
+    parents = [space.sample(rng) for _ in range(opts.evolution.parents)]
+    children = evolution.children(parents, set(), rng)
+    assert len(children) == 50 and calls == {"mutate": 25, "crossover": 25}
+
+
+def test_recalibration_batches_have_bn_batch_size_images(tmp_path) -> None:
+    ctx = make_ctx(tmp_path)
+    strategy = get_strategy("spos", {**OPTIONS, "bn_batches": 2, "bn_batch_size": 8})
+    supernet = ctx.space.supernet(ctx.macro)
+    seen: list[tuple[str, int]] = []
+    loader = ctx.loader
+
+    def spy(split, batch_size, **kw):  # type: ignore[no-untyped-def]
+        seen.append((split, batch_size))
+        return loader(split, batch_size, **kw)
+
+    ctx.loader = spy  # type: ignore[method-assign]
+    acc = strategy.score(ctx, supernet, ctx.space.sample(random.Random(0)))  # type: ignore[attr-defined]
+    assert 0.0 <= acc <= 1.0
+    assert ("train", 8) in seen and ("train", 32) not in seen

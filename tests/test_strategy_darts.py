@@ -8,14 +8,17 @@ from typing import Any
 
 import pytest
 import torch
+from torch import nn
 
 from nas.arch import Architecture
 from nas.errors import InvalidInput, SearchCancelled
 from nas.events import EventType, ListReporter
 from nas.strategies.base import get_strategy
 from nas.strategies.darts import DARTSStrategy, split_training_data
+from nas.train import make_optimizer, make_scheduler
 from searchspaces.nasnet import NASNetSpace
 from searchspaces.nasnet.darts_supernet import DartsSupernet, edge_offset, num_edges
+from searchspaces.nasnet.genotype import DARTS_OPS
 from tests.test_strategy_random import CancelAfter, make_ctx, toy_data
 
 OPS = ["skip_connect", "sep_conv_3x3", "max_pool_3x3"]
@@ -98,6 +101,46 @@ def test_derive_keeps_top2_edges_with_strongest_non_zero_op() -> None:
     reduce = arch.choices["reduce"]["blocks"]
     assert reduce[0] == [0, "sep_conv_3x3", 1, "max_pool_3x3"]
     NASNetSpace(ops=OPS).validate(arch)
+
+
+def test_darts_op_set_gives_exactly_the_darts_candidates_and_never_derives_none() -> None:
+    torch.manual_seed(0)
+    space = NASNetSpace(ops="darts")
+    net = space.supernet({**MACRO, "num_classes": 2}, mode="differentiable")
+    assert isinstance(net, DartsSupernet)
+    assert net.candidate_names == DARTS_OPS  # "none" once, as column 0, then DARTS's 7 in its order
+    assert net.alpha_normal.shape == (14, 8)
+    with torch.no_grad():
+        net.alpha_normal.zero_()
+        net.alpha_reduce.zero_()
+        net.alpha_normal[:, 0] = 10.0  # "none" dominates every edge
+        net.alpha_normal[:, DARTS_OPS.index("dil_conv_5x5")] = 1.0
+        net.alpha_reduce[:, DARTS_OPS.index("dil_conv_5x5")] = 1.0
+    arch = net.derive()
+    space.validate(arch)
+    ops = {blk[k] for t in ("normal", "reduce") for blk in arch.choices[t]["blocks"][:4] for k in (1, 3)}
+    assert ops == {"dil_conv_5x5"}
+    assert net(torch.randn(2, 3, 8, 8)).shape == (2, 2)
+    with pytest.raises(InvalidInput, match="besides 'none'"):
+        DartsSupernet(NASNetSpace(ops=["none"]), {**MACRO, "num_classes": 2})
+
+
+def test_default_weight_training_is_darts_sgd() -> None:
+    cfg = DARTSStrategy().options.train
+    assert (cfg.lr, cfg.lr_min, cfg.momentum, cfg.nesterov) == (0.025, 0.001, 0.9, False)
+    assert (cfg.weight_decay, cfg.grad_clip, cfg.batch_size, cfg.epochs) == (3e-4, 5.0, 64, 50)
+    net = nn.Linear(3, 2)
+    opt = make_optimizer(net.parameters(), cfg)
+    assert all(not g["nesterov"] and g["momentum"] == 0.9 for g in opt.param_groups)
+    sched = make_scheduler(opt, cfg, steps_per_epoch=4)
+    lrs = []
+    for _ in range(cfg.epochs * 4):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(0.025)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.001)  # the cosine floor at the end, not 0
+    assert min(lrs) >= 0.001 - 1e-12 and lrs == sorted(lrs, reverse=True)
 
 
 def test_five_nodes_concat_every_block() -> None:

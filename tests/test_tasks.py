@@ -16,9 +16,11 @@ from nas.strategies.random_search import RandomStrategy
 from nas.tasks import (
     CLASSIFICATION,
     DETECTION,
+    DETECTION_BOX_CHANNELS,
     IGNORE_INDEX,
     SEGMENTATION,
     check_tasks,
+    detection_targets,
     get_task,
     mean_iou,
     tasks_with_labels,
@@ -109,13 +111,28 @@ def test_mean_iou_by_hand() -> None:
 
 
 # --------------------------------------------------------------------------------------------- detection
-def test_detection_is_declared_but_not_implemented() -> None:
+def test_detection_has_a_head_and_a_loss_but_no_metric_yet() -> None:
     assert get_task("detection") is DETECTION and DETECTION.labels == ("boxes",)
-    assert not DETECTION.implemented
+    assert not DETECTION.implemented  # mAP comes later
     with pytest.raises(NotImplementedError):
-        DETECTION.make_head(8, 3)
-    with pytest.raises(NotImplementedError):
-        DETECTION.make_loss()
+        DETECTION.make_metrics(3)
+    head = DETECTION.make_head(8, 3)
+    out = head(torch.randn(2, 8, 4, 4))
+    assert out.shape == (2, 3 + DETECTION_BOX_CHANNELS, 4, 4)
+
+
+def test_detection_targets_follow_fcos_assignment() -> None:
+    pred = torch.zeros(1, 2 + DETECTION_BOX_CHANNELS, 4, 4)
+    # one box of class 1 covering the top-left 16x16 pixels of a 32x32 image: the 2x2 top-left cells (stride 8)
+    cls_t, box_t, pos = detection_targets(pred, [torch.tensor([[1.0, 0.0, 0.0, 16.0, 16.0]])], (32, 32))
+    assert pos[0].nonzero().tolist() == [[0, 0], [0, 1], [1, 0], [1, 1]]
+    assert cls_t[0, 1].sum() == 4 and cls_t[0, 0].sum() == 0
+    # cell (0, 0) has its centre at (4, 4): distances 4, 4, 12, 12 pixels = 0.5, 0.5, 1.5, 1.5 strides
+    assert torch.allclose(box_t[0, :, 0, 0].exp(), torch.tensor([0.5, 0.5, 1.5, 1.5]))
+    perfect = torch.cat([(cls_t * 2 - 1) * 20, box_t], dim=1)
+    loss = DETECTION.make_loss()
+    assert float(loss(perfect, [torch.tensor([[1.0, 0.0, 0.0, 16.0, 16.0]])], (32, 32))) < 1e-3
+    assert float(loss(pred, [torch.tensor([[1.0, 0.0, 0.0, 16.0, 16.0]])], (32, 32))) > 0.1
 
 
 def test_tasks_follow_the_labels_a_dataset_has() -> None:

@@ -22,8 +22,8 @@ router = APIRouter(prefix=f"{API_PREFIX}/searches", tags=["artifacts"], response
 @router.get("/{search_id}/artifacts", response_model=list[ArtifactOut], summary="Artifacts of a search")
 def list_artifacts(search_id: str, user: CurrentUser, db: DbDep) -> list[ArtifactOut]:
     with db.session() as s:
-        find_search(s, search_id, user)
-        return [artifact_out(a) for a in repo.list_artifacts(s, search_id)]
+        row = find_search(s, search_id, user)
+        return [artifact_out(a) for a in repo.list_artifacts(s, row.id)]
 
 
 @router.get(
@@ -43,10 +43,10 @@ def download_artifact(
     """The file, as an attachment named after it. Only files inside the search's folder are served."""
     with db.session() as s:
         search = find_search(s, search_id, user)
-        artifact = repo.get_artifact(s, search_id, artifact_id)
+        artifact = repo.get_artifact(s, search.id, artifact_id)
         output_dir = search.output_dir
     if not output_dir:
-        raise repo.NotFound(f"search {search_id} has no output folder yet", field="artifact_id")
+        raise repo.NotFound(f"search {search.id} has no output folder yet", field="artifact_id")
     root = Path(output_dir).resolve()
     path = (root / artifact.name).resolve()
     if not path.is_relative_to(root) or path == root:

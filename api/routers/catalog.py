@@ -5,12 +5,13 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 
 from api.auth import CurrentUser
 from api.deps import API_PREFIX
+from api.diagrams import SVG_RESPONSES, render_svg
 from api.problems import error_responses
-from nas.client.models import DatasetOut, SpaceOut, StrategyOut
+from nas.client.models import DatasetOut, DiagramRequest, SpaceOut, StrategyOut
 from nas.data import describe_datasets
 from nas.errors import InvalidInput
 from nas.space import get_space, space_class, space_names
@@ -47,6 +48,30 @@ def get_space_info(name: str, user: CurrentUser) -> SpaceOut:
         return _space(name)
     except InvalidInput as exc:  # a space whose defaults do not build is broken, not missing
         raise RuntimeError(f"space {name!r} cannot be described: {exc}") from exc
+
+
+@router.post(
+    "/spaces/{name}/architecture.svg",
+    response_class=Response,
+    summary="Draw an architecture (SVG)",
+    responses={**SVG_RESPONSES, **error_responses(400, 404, 413)},
+)
+def draw_architecture(name: str, body: DiagramRequest, user: CurrentUser) -> Response:
+    """Any architecture of the space as a diagram, the same drawing as a candidate's ``architecture.svg``. The body
+    is the architecture as candidates and exports hold it (``space``, ``version``, ``choices``) plus the
+    ``space_options`` it was searched with; it is validated first (422 naming the field, e.g.
+    ``architecture.choices.normal.blocks[0]``)."""
+    if name not in space_names():
+        raise repo.NotFound(f"unknown space {name!r}; allowed: {', '.join(space_names()) or 'none'}", field="name")
+    if body.space is not None and body.space != name:
+        raise InvalidInput("architecture.space", f"is {body.space!r}, but the URL names space {name!r}")
+    arch = {"space": name, "version": body.version or space_class(name).version, "choices": body.choices}
+    try:
+        return render_svg(arch, name, body.space_options)
+    except InvalidInput as exc:
+        if exc.field == "space.options" or exc.field.startswith("space.options."):
+            raise InvalidInput("space_options" + exc.field.removeprefix("space.options"), exc.message) from None
+        raise
 
 
 @router.get("/strategies", response_model=list[StrategyOut], summary="Search strategies")

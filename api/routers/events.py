@@ -6,6 +6,7 @@ from typing import Annotated
 
 import anyio
 from fastapi import APIRouter, Header, Query, Request
+from pydantic import Field
 from sse_starlette import EventSourceResponse
 from starlette.types import Receive, Scope, Send
 
@@ -22,6 +23,7 @@ from service.store.models import User
 router = APIRouter(prefix=f"{API_PREFIX}/searches", tags=["events"], responses=error_responses(401, 404, 422, 500))
 
 PING_S = 15
+NO_NUL = r"^[^\x00]*$"
 
 # One event of the stream (OpenAPI 3.1: the `schema` of text/event-stream describes each event).
 SSE_EVENT_SCHEMA = {
@@ -42,11 +44,21 @@ def list_events(
     db: DbDep,
     after: Annotated[int, Query(ge=0, le=2**62, description="only events with a larger id")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 500,
+    type_: Annotated[
+        list[Annotated[str, Field(max_length=32, pattern=NO_NUL)]],
+        Query(alias="type", description="keep events of these types (repeatable)"),
+    ] = [],  # noqa: B006
+    phase: Annotated[
+        list[Annotated[str, Field(max_length=64, pattern=NO_NUL)]],
+        Query(description="keep events of these phases (repeatable)"),
+    ] = [],  # noqa: B006
 ) -> list[EventOut]:
-    """Events in the order they happened (by id); page with ``after`` = the last id seen."""
+    """Events in the order they happened (by id); page with ``after`` = the last id seen. ``type`` and ``phase``
+    filter (e.g. ``type=epoch&phase=supernet`` for a training curve); ids stay those of the whole log."""
     with db.session() as s:
-        find_search(s, search_id, user)
-        return [event_out(e) for e in repo.list_events(s, search_id, after_id=after, limit=limit)]
+        row = find_search(s, search_id, user)
+        events = repo.list_events(s, row.id, after_id=after, limit=limit, types=type_, phases=phase)
+        return [event_out(e) for e in events]
 
 
 class _StreamResponse(EventSourceResponse):
@@ -63,9 +75,10 @@ class _StreamResponse(EventSourceResponse):
             self.stream.close()
 
 
-def _check_visible(db: Database, search_id: str, user: User) -> None:
+def _resolve(db: Database, search_id: str, user: User) -> str:
+    """The full id of the search ``search_id`` names, if ``user`` may see it."""
     with db.session() as s:
-        find_search(s, search_id, user)
+        return find_search(s, search_id, user).id
 
 
 @router.get(
@@ -101,7 +114,7 @@ async def stream_events(
     One poll loop per followed search (about every 0.3 s) feeds all its streams; the number of open streams is
     limited per user (``NAS_MAX_STREAMS_PER_USER``) and in all (``NAS_MAX_STREAMS``): over it, 429 with Retry-After.
     """
-    await anyio.to_thread.run_sync(_check_visible, db, search_id, user)
+    full_id = await anyio.to_thread.run_sync(_resolve, db, search_id, user)
     hub: StreamHub = request.app.state.streams
-    stream = hub.open(user.name, search_id, max(after, last_event_id or 0))
+    stream = hub.open(user.name, full_id, max(after, last_event_id or 0))
     return _StreamResponse(stream, ping=PING_S, headers={"Cache-Control": "no-cache"})

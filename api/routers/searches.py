@@ -6,14 +6,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated
 
+import pydantic_core
 from fastapi import APIRouter, Header, Query, Response, status
 
 from api.auth import CurrentUser
-from api.convert import search_out
-from api.deps import API_PREFIX, DbDep, ExecutorDep, SettingsDep, find_search
+from api.convert import search_out, summary_out
+from api.deps import API_PREFIX, DbDep, ExecutorDep, SettingsDep, find_search, read_db
 from api.problems import ProblemError, error_responses
 from api.validation import validate_search
-from nas.client.models import Order, Page, SearchCreate, SearchOut, SearchSort, SearchStatus
+from nas.client.models import Order, Page, SearchCreate, SearchOut, SearchSort, SearchStatus, SearchSummary
 from service.store import repo
 from service.store.models import User
 
@@ -86,8 +87,8 @@ def create_search(
     return out
 
 
-@router.get("", response_model=Page[SearchOut], summary="List searches")
-def list_searches(
+@router.get("", response_model=Page[SearchSummary], summary="List searches")
+async def list_searches(
     user: CurrentUser,
     db: DbDep,
     status_: Annotated[list[SearchStatus], Query(alias="status", description="keep these statuses (repeatable)")] = [],  # noqa: B006
@@ -100,22 +101,30 @@ def list_searches(
     order: Order = "desc",
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
-) -> Page[SearchOut]:
-    """The caller's searches (an admin's: everyone's), newest first unless sorted otherwise."""
-    with db.session() as s:
-        page = repo.list_searches(
-            s,
-            user,
-            status=status_,
-            name=name,
-            owner=owner,
-            sort=sort,
-            descending=order == "desc",
-            limit=limit,
-            offset=offset,
-        )
-        items = [search_out(r) for r in page.items]
-    return Page[SearchOut](items=items, total=page.total, limit=page.limit, offset=page.offset)
+) -> Response:
+    """The caller's searches (an admin's: everyone's), newest first unless sorted otherwise, as summaries: no spec
+    and no result (``GET /searches/{id}`` has them), but the space, strategy and dataset names, the progress, the
+    best accuracy of a feasible candidate so far and the number of candidates."""
+
+    def read() -> repo.Page:
+        with db.engine.connect() as conn:  # a read: a Core connection, no ORM session
+            return repo.list_search_summaries(
+                conn,
+                user,
+                status=status_,
+                name=name,
+                owner=owner,
+                sort=sort,
+                descending=order == "desc",
+                limit=limit,
+                offset=offset,
+            )
+
+    page = await read_db(db, read)
+    # serialized here, straight from the rows: FastAPI would build and validate a model per row, then the page
+    body = {"items": [summary_out(i) for i in page.items], "total": page.total, "limit": page.limit,
+            "offset": page.offset}  # fmt: skip
+    return Response(pydantic_core.to_json(body), media_type="application/json")
 
 
 @router.get("/{search_id}", response_model=SearchOut, summary="Get a search", responses=error_responses(404))

@@ -30,6 +30,7 @@ from nas.client.models import (
     SearchCreate,
     SearchOut,
     SearchSort,
+    SearchSummary,
     SpaceOut,
     StrategyOut,
     TokenCreate,
@@ -40,7 +41,7 @@ from nas.client.models import (
     UserInfo,
     UserOut,
 )
-from nas.client.search import Search, segment
+from nas.client.search import Search, segment, svg_text
 from nas.client.transport import Transport
 from nas.spec import SearchSpec
 
@@ -171,8 +172,10 @@ class Client:
         return Search(self, self.transport.parse(response, SearchOut))
 
     def search(self, search_id: str) -> Search:
-        """A handle on an existing search (fetched now, so a wrong id fails here with NotFound)."""
-        return Search(self, self.transport.get(f"/searches/{segment(search_id)}", SearchOut))
+        """A handle on an existing search, by its id or a unique prefix of it (6+ characters, like git), among the
+        searches the token's user may see. Fetched now: a wrong id fails here with NotFound, a prefix that matches
+        several searches with Conflict (its message lists them). The handle holds the full id."""
+        return Search(self, self.transport.get(f"/searches/{segment(search_id.strip())}", SearchOut))
 
     def searches(
         self,
@@ -183,11 +186,15 @@ class Client:
         sort: SearchSort = "created_at",
         order: Order = "desc",
         limit: int | None = 50,
-    ) -> list[SearchOut]:
-        """Searches visible to the token's user, newest first; ``limit=None`` pages through all of them."""
+    ) -> list[SearchSummary]:
+        """Searches visible to the token's user, newest first; ``limit=None`` pages through all of them.
+
+        Summaries: no spec and no result (``client.search(id).info`` has them), but the space, strategy and dataset
+        names, the progress, the best accuracy so far and the number of candidates.
+        """
         statuses = [status] if isinstance(status, str) else list(status or [])
         params = {"status": statuses, "name": name, "owner": owner, "sort": sort, "order": order}
-        return self.transport.get_pages("/searches", params, SearchOut, limit)
+        return self.transport.get_pages("/searches", params, SearchSummary, limit)
 
     # ------------------------------------------------------------ catalogue and service
 
@@ -202,6 +209,29 @@ class Client:
 
     def datasets(self) -> list[DatasetOut]:
         return self.transport.get("/datasets", list[DatasetOut])
+
+    def architecture_svg(
+        self,
+        arch: Mapping[str, Any] | BaseModel,
+        *,
+        space_options: Mapping[str, Any] | None = None,
+        path: str | os.PathLike[str] | None = None,
+    ) -> str:
+        """The SVG diagram of any architecture (a dict or an Architecture with ``space``, ``version`` and
+        ``choices``, e.g. a candidate's ``arch`` or an exported ``arch.json``), drawn by the service. ``space_options``:
+        the options of the space it belongs to (NASNet's ``attention``, ...). Written to ``path`` too when given."""
+        data = dict(arch.model_dump(mode="json") if isinstance(arch, BaseModel) else arch)
+        if isinstance(data.get("architecture"), dict):  # an exported arch.json
+            space_options = space_options if space_options is not None else data.get("space_options")
+            data = dict(data["architecture"])
+        space = data.get("space")
+        if not isinstance(space, str) or not space:
+            problem = Problem(title="Invalid request", status=422, field="architecture.space", detail="missing")
+            raise InvalidRequest(problem)
+        body = {k: v for k, v in data.items() if k in ("space", "version", "choices")}
+        body["space_options"] = dict(space_options or {})
+        response = self.transport.request("POST", f"/spaces/{segment(space)}/architecture.svg", json=body)
+        return svg_text(response, path)
 
     def cluster(self) -> ClusterOut:
         return self.transport.get("/cluster", ClusterOut)

@@ -13,6 +13,7 @@ SearchStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 FINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 SearchSort = Literal["created_at", "priority", "updated_at", "name", "status"]
 CandidateSort = Literal["accuracy", "params", "macs", "latency_ms", "created_at"]
+SEARCH_ID_MIN_PREFIX = 6  # a search id may be given by a unique prefix of at least this many characters
 Order = Literal["asc", "desc"]
 
 T = TypeVar("T")
@@ -73,6 +74,34 @@ class SearchOut(Model):
         return self.status in FINAL_STATUSES
 
 
+class SearchSummary(Model):
+    """A search as lists show it (``GET /api/v1/searches``): no spec and no result, but what a table needs."""
+
+    id: str
+    name: str
+    owner: str
+    status: SearchStatus
+    priority: int
+    attempts: int
+    max_attempts: int
+    cancel_requested: bool
+    progress: Progress | None = None
+    error: str | None = Field(None, description="the first line of the error (at most 200 characters)")
+    space: str | None = Field(None, description="spec.space.name")
+    strategy: str | None = Field(None, description="spec.strategy.name")
+    dataset: str | None = Field(None, description="spec.dataset.name")
+    best_accuracy: float | None = Field(None, description="highest accuracy among its feasible candidates so far")
+    candidates: int = Field(0, description="how many candidates it has evaluated so far")
+    created_at: dt.datetime
+    started_at: dt.datetime | None = None
+    finished_at: dt.datetime | None = None
+    updated_at: dt.datetime
+
+    @property
+    def done(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+
 class Page(Model, Generic[T]):
     items: list[T]
     total: int
@@ -105,6 +134,18 @@ class CandidateOut(Model):
     feasible: bool
     pareto: bool
     phase: str | None = None
+
+
+class DiagramRequest(Strict):
+    """Body of ``POST /api/v1/spaces/{space}/architecture.svg``: an architecture as candidates and exports hold it
+    (``space`` and ``version`` optional, they default to the path's space and its version), with the space options
+    it was searched with (e.g. NASNet's ``attention``)."""
+
+    space: str | None = Field(None, min_length=1, max_length=100)
+    version: str | None = Field(None, min_length=1, max_length=50)
+    hash: str | None = Field(None, max_length=64, description="ignored (the hash follows from the rest)")
+    choices: dict[str, Any]
+    space_options: dict[str, Any] = Field(default_factory=dict)
 
 
 class ArtifactOut(Model):

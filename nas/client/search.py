@@ -7,10 +7,12 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
+
+import httpx
 
 from nas.client.errors import (
     ConnectionFailed,
@@ -84,11 +86,43 @@ class Search:
     # ------------------------------------------------------------ results
 
     def candidates(
-        self, sort: CandidateSort = "accuracy", order: Order = "desc", pareto: bool = False, limit: int | None = None
+        self,
+        sort: CandidateSort = "accuracy",
+        order: Order = "desc",
+        pareto: bool = False,
+        limit: int | None = None,
+        *,
+        min_accuracy: float | None = None,
+        max_params: float | None = None,
+        max_macs: float | None = None,
+        max_latency_ms: float | None = None,
+        feasible: bool | None = None,
+        phase: str | None = None,
     ) -> list[CandidateOut]:
-        """Evaluated candidates, best first by default; ``limit=None`` returns all of them."""
-        params = {"sort": sort, "order": order, "pareto": "true" if pareto else None}
+        """Evaluated candidates, best first by default; ``limit=None`` returns all of them. The filters are applied
+        by the service (bounds inclusive; a bound on a metric leaves out candidates without it)."""
+        params: dict[str, Any] = {
+            "sort": sort,
+            "order": order,
+            "pareto": "true" if pareto else None,
+            "min_accuracy": min_accuracy,
+            "max_params": max_params,
+            "max_macs": max_macs,
+            "max_latency_ms": max_latency_ms,
+            "feasible": None if feasible is None else str(feasible).lower(),
+            "phase": phase,
+        }
         return self._transport.get_pages(self._path("/candidates"), params, CandidateOut, limit)
+
+    def candidate(self, arch_hash: str) -> CandidateOut:
+        """One candidate by its architecture hash (or a unique prefix of it, 6+ characters)."""
+        return self._transport.get(self._path(f"/candidates/{segment(arch_hash)}"), CandidateOut)
+
+    def architecture_svg(self, arch_hash: str, path: str | os.PathLike[str] | None = None) -> str:
+        """The SVG diagram of a candidate's architecture (by hash or unique prefix), drawn by the service; written to
+        ``path`` too when given."""
+        response = self._transport.request("GET", self._path(f"/candidates/{segment(arch_hash)}/architecture.svg"))
+        return svg_text(response, path)
 
     def pareto(self) -> list[CandidateOut]:
         """The Pareto front of the search's objectives."""
@@ -146,19 +180,35 @@ class Search:
 
     # ------------------------------------------------------------ events and waiting
 
-    def events(self, follow: bool = True, after: int = 0) -> Iterator[EventOut]:
-        """Progress events with an id above ``after``.
+    def events(
+        self,
+        follow: bool = True,
+        after: int = 0,
+        *,
+        types: Sequence[str] | None = None,
+        phases: Sequence[str] | None = None,
+    ) -> Iterator[EventOut]:
+        """Progress events with an id above ``after``; ``types``/``phases`` keep only events of those types (epoch,
+        candidate, ...) and phases (supernet, search, final-1, ...).
 
         ``follow=True`` streams them live (server-sent events) until the search ends, reconnecting with
-        ``Last-Event-ID`` after a dropped connection; ``follow=False`` returns the stored ones and stops.
+        ``Last-Event-ID`` after a dropped connection; ``follow=False`` returns the stored ones and stops (filtered
+        by the service).
         """
         if follow:
-            return self._stream(after, None, None)
-        return self._stored_events(after)
+            keep_types, keep_phases = set(types or ()), set(phases or ())
+            return (
+                e
+                for e in self._stream(after, None, None)
+                if (not keep_types or e.type in keep_types) and (not keep_phases or e.phase in keep_phases)
+            )
+        return self._stored_events(after, list(types or ()), list(phases or ()))
 
-    def _stored_events(self, after: int) -> Iterator[EventOut]:
+    def _stored_events(
+        self, after: int, types: list[str] | None = None, phases: list[str] | None = None
+    ) -> Iterator[EventOut]:
         while True:
-            params = {"after": after, "limit": PAGE_SIZE}
+            params = {"after": after, "limit": PAGE_SIZE, "type": types or None, "phase": phases or None}
             batch: list[EventOut] = self._transport.get(self._path("/events"), list[EventOut], params)
             batch = [e for e in batch if e.id > after]
             if not batch:
@@ -264,6 +314,19 @@ def _finals(info: SearchOut) -> list[FinalOut]:
             "use candidates() or pareto() for its architectures"
         )
     return info.result.final
+
+
+def svg_text(response: httpx.Response, path: str | os.PathLike[str] | None) -> str:
+    """The SVG document of a diagram response (UnexpectedResponse if it is not one); also written to ``path``."""
+    kind = response.headers.get("content-type", "").split(";")[0].strip()
+    if kind != "image/svg+xml":
+        raise UnexpectedResponse(f"the answer to {response.request.url} is {kind or 'untyped'}, not an SVG document")
+    text = response.text
+    if path is not None:
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text, encoding="utf-8")
+    return text
 
 
 def _target(root: Path, name: str) -> Path:

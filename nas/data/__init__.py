@@ -1,6 +1,6 @@
 """Datasets as uint8 tensors, batched on the device with augmentation there too.
 
-Built in: 'digits' (scikit-learn's bundled digits) and 'shapes' (procedural). From local files, never
+Built in: 'digits' (scikit-learn's bundled digits), 'shapes' and 'pathfinder' (procedural). From local files, never
 downloaded: 'cifar10', 'cifar100', 'imagefolder', 'npz'. See docs/datasets.md.
 """
 

@@ -43,6 +43,12 @@ def _shapes(spec: DatasetSpec, guard: PathGuard) -> DataSplits:
     return load_shapes_dataset(spec)
 
 
+def _pathfinder(spec: DatasetSpec, guard: PathGuard) -> DataSplits:
+    from nas.data.pathfinder import load_pathfinder_dataset
+
+    return load_pathfinder_dataset(spec)
+
+
 def _cifar(spec: DatasetSpec, guard: PathGuard) -> DataSplits:
     from nas.data.cifar import load_cifar_dataset
 
@@ -95,6 +101,17 @@ _BUILTIN: dict[str, tuple[DatasetInfo, Loader]] = {
             labels=("y", "masks", "boxes"),
         ),
         _shapes,
+    ),
+    "pathfinder": (
+        DatasetInfo(
+            "pathfinder",
+            "procedural grey Pathfinder task: are the two markers the ends of one curve? (long-range connectivity)",
+            False,
+            2,
+            16,
+            1,
+        ),
+        _pathfinder,
     ),
     "cifar10": (
         DatasetInfo(

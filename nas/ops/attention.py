@@ -74,3 +74,29 @@ class SqueezeExcite(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         s = x.mean((2, 3), keepdim=True)
         return x * self.expand(F.relu(self.reduce(s))).sigmoid()
+
+
+class TransformerBlock2d(nn.Module):
+    """A transformer block over a feature map, width and resolution kept: ``x + attn(x)`` with
+    :class:`SelfAttention2d` (depthwise-conv positional signal, LayerNorm, multi-head attention, projection, BN), then
+    ``x + mlp(x)`` with the MLP a 1x1 conv to ``mlp_ratio * channels`` -> BN -> hard swish -> 1x1 conv -> BN. Both
+    last BN gammas start at zero, so the block starts as the identity (as an IRF block with a residual does)."""
+
+    def __init__(self, channels: int, heads: int = 4, mlp_ratio: float = 2.0) -> None:
+        super().__init__()
+        hidden = max(1, int(channels * mlp_ratio))
+        self.attn = SelfAttention2d(channels, channels, 1, heads)
+        last = nn.BatchNorm2d(channels)
+        self.mlp = nn.Sequential(
+            nn.Conv2d(channels, hidden, 1, bias=False),
+            nn.BatchNorm2d(hidden),
+            nn.Hardswish(),
+            nn.Conv2d(hidden, channels, 1, bias=False),
+            last,
+        )
+        nn.init.zeros_(self.attn.bn.weight)
+        nn.init.zeros_(last.weight)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.attn(x)
+        return x + self.mlp(x)

@@ -8,16 +8,23 @@ This module imports only ``torch`` so spaces can list it in ``standalone_modules
 
 from torch import Tensor, nn
 
+ACTIVATIONS = ("relu", "silu", "sigmoid", "hswish", "hsigmoid")
+
 
 def activation_layer(name: str) -> nn.Module:
-    """A fresh activation module by name: 'relu', 'silu' (swish) or 'sigmoid'."""
+    """A fresh activation module by name: 'relu', 'silu' (swish), 'sigmoid', 'hswish' (hard swish, MobileNetV3 /
+    FBNetV3) or 'hsigmoid' (hard sigmoid, ``relu6(x + 3) / 6``)."""
     if name == "relu":
         return nn.ReLU()
     if name == "silu":
         return nn.SiLU()
     if name == "sigmoid":
         return nn.Sigmoid()
-    raise ValueError(f"unknown activation {name!r}; allowed: relu, silu, sigmoid")
+    if name == "hswish":
+        return nn.Hardswish()
+    if name == "hsigmoid":
+        return nn.Hardsigmoid()
+    raise ValueError(f"unknown activation {name!r}; allowed: {', '.join(ACTIVATIONS)}")
 
 
 def resnet_se_hidden(channels: int, reduction: int = 16, min_channels: int = 8) -> int:
@@ -35,16 +42,20 @@ def efficientnet_se_hidden(base_channels: int, ratio: float = 0.25) -> int:
 
 class SqueezeExcitation(nn.Module):
     """Channel gates: global average pool -> 1x1 conv (bias) to ``hidden`` -> activation -> 1x1 conv (bias) ->
-    sigmoid -> multiply."""
+    gate -> multiply. The gate is the sigmoid (timm) or the hard sigmoid (``gate="hsigmoid"``: MobileNetV3,
+    FBNetV3's ``sehsig``)."""
 
-    def __init__(self, channels: int, hidden: int, activation: str = "relu") -> None:
+    def __init__(self, channels: int, hidden: int, activation: str = "relu", gate: str = "sigmoid") -> None:
         super().__init__()
         if hidden < 1:
             raise ValueError(f"hidden must be >= 1, got {hidden}")
+        if gate not in ("sigmoid", "hsigmoid"):
+            raise ValueError(f"unknown gate {gate!r}; allowed: sigmoid, hsigmoid")
         self.reduce = nn.Conv2d(channels, hidden, 1, bias=True)
         self.act = activation_layer(activation)
         self.expand = nn.Conv2d(hidden, channels, 1, bias=True)
+        self.hard = gate == "hsigmoid"
 
     def forward(self, x: Tensor) -> Tensor:
-        s = x.mean((2, 3), keepdim=True)
-        return x * self.expand(self.act(self.reduce(s))).sigmoid()
+        s = self.expand(self.act(self.reduce(x.mean((2, 3), keepdim=True))))
+        return x * (nn.functional.hardsigmoid(s) if self.hard else s.sigmoid())

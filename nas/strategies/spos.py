@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from nas.arch import Architecture
 from nas.errors import InvalidInput
@@ -28,7 +28,26 @@ if TYPE_CHECKING:
 LossFn = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+# SPOS's evolution as published (Guo et al., ECCV 2020, section 3.4): population 50, 20 iterations, top 10 parents,
+# 25 mutations (probability 0.1 per choice) and 25 crossovers per generation, BatchNorm statistics recalibrated on
+# 20 training batches of 128 images before each candidate is scored.
+PAPER_EVOLUTION: dict[str, Any] = {
+    "population": 50,
+    "generations": 20,
+    "parents": 10,
+    "mutation_rate": 0.1,
+    "mutation_share": 0.5,
+}
+PAPER_SCORING: dict[str, Any] = {"bn_batches": 20, "bn_batch_size": 128}
+
+
 class SPOSOptions(StrategyOptions):
+    preset: Literal["paper"] | None = Field(
+        None,
+        description="paper: the SPOS paper's evolution (population 50, 20 generations, top 10 parents, 25 mutations "
+        "at probability 0.1 and 25 crossovers per generation) and BatchNorm recalibration (20 batches of 128); "
+        "options given explicitly win over the preset",
+    )
     epochs: int = Field(10, ge=0, le=10_000, description="supernet training epochs")
     train: TrainSpec = Field(default_factory=lambda: TrainSpec(epochs=10, lr=0.05, weight_decay=1e-4))
     data_parallel: int = Field(
@@ -38,7 +57,26 @@ class SPOSOptions(StrategyOptions):
     strict_fairness: bool = Field(False, description="FairNAS: every choice trained once per step group")
     evolution: EvolutionOptions = Field(default_factory=EvolutionOptions)
     bn_batches: int = Field(4, ge=0, le=10_000, description="training batches for BatchNorm recalibration")
+    bn_batch_size: int | None = Field(
+        None, ge=1, le=65_536, description="images per BatchNorm recalibration batch; None: train.batch_size"
+    )
     eval_batch_size: int = Field(256, ge=1, le=65_536)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, data: Any) -> Any:
+        """Fill the options the preset sets and the caller left out (the preset's name is validated as a field)."""
+        if not isinstance(data, dict) or data.get("preset") != "paper":
+            return data
+        out = dict(data)
+        evolution = out.get("evolution", {})
+        if isinstance(evolution, EvolutionOptions):
+            evolution = evolution.model_dump(exclude_unset=True)
+        if isinstance(evolution, dict):
+            out["evolution"] = {**PAPER_EVOLUTION, **evolution}
+        for key, value in PAPER_SCORING.items():
+            out.setdefault(key, value)
+        return out
 
     @field_validator("data_parallel")
     @classmethod
@@ -158,7 +196,8 @@ class SPOSStrategy(Strategy):
 
     def _score(self, ctx: SearchContext, supernet: Supernet) -> float:
         if self.options.bn_batches:
-            bn_loader = ctx.loader("train", self.options.train.batch_size, shuffle=True, augment=False, seed_offset=2)
+            size = self.options.bn_batch_size or self.options.train.batch_size
+            bn_loader = ctx.loader("train", size, shuffle=True, augment=False, seed_offset=2)
             batches = (x for i, (x, _) in enumerate(bn_loader) if i < self.options.bn_batches)
             recalibrate_bn(supernet, batches)
         val = ctx.loader("val", self.options.eval_batch_size, shuffle=False, augment=False)

@@ -34,15 +34,6 @@ def op_of(kind: str, level: int) -> int:
     raise ValueError(f"no {kind!r} op at level {level}")
 
 
-def block_first_levels(block: int) -> tuple[int, ...]:
-    """Levels the first layer of ``block`` may use (BossNAS's restricted path sets).
-
-    Block k is enumerated for an input at level k: its first layer stays at k or halves to k + 1. This yields the
-    public code's 51 / 99 / 80 / 16 candidate paths for blocks 0..3.
-    """
-    return tuple(lv for lv in (block, block + 1) if lv < NUM_LEVELS)
-
-
 def layer_levels(choices: dict) -> list[int]:
     """The level of every layer of a (valid) architecture's choices, in order."""
     return [OP_LEVEL[int(o)] for path in choices["blocks"] for o in path]

@@ -4,12 +4,18 @@ Rules (levels as in :mod:`searchspaces.hytra.encoding`; the stem output is at le
 
 1. Searchable down-sampling: every layer stays at the level of its input or halves the resolution once (level + 1);
    the resolution never rises. The first layer reads the stem (level 0), so it runs at level 0 or 1.
-2. Restricted path sets (BossNAS public code): the candidates of block k are the 4-layer paths whose first layer is
-   at level k or k + 1, i.e. the paths a block can run on an input at level k. Counts: 51 / 99 / 80 / 16. As a
-   consequence block 1 never runs at 56x56 and blocks 2-3 only at 14x14 and 7x7 (block 3 only at 7x7).
-3. Joining: block k + 1 reads the output of block k, so by rule 1 its first layer is at the level where block k
-   ended or one lower; with rule 2 this is the whole constraint. A candidate of block k can run on an input at level
-   s when its first layer is at s or s + 1 (:func:`paths_from`).
+2. Restricted path sets (BossNAS public code, ``restricted_path``): the candidates of a block that reads an input
+   at level s are the 4-layer paths whose first layer is at s or s + 1 (:func:`entry_paths`; 51 / 99 / 80 / 16
+   paths for s = 0..3). Which list a block gets depends on the level where the previous block's chosen path ended,
+   not on the block's index (``restricted_path[pos + 1]``).
+3. What the reference supernet builds: block k holds layers at levels >= ``DEFAULT_START_LEVELS[k]`` = 0, 1, 2, 2
+   only (its ``stage_depths`` defaults [4, 3, 2, 2], depth = 4 - level), and its shallowest level has no
+   down-sampling branch. So block k >= 1 can read an input at that level or lower resolutions only
+   (:func:`start_levels`); block 0 reads the stem. Before a path is chosen, block k's list is the one of its
+   default level (51 / 99 / 80 / 80 paths).
+
+An architecture is valid iff its 16 levels follow rule 1 from the stem and every block k >= 1 reads an input at a
+level in ``start_levels(k)``. Candidates per block (over all its input levels): 51 / 115 / 80 / 80.
 
 Pure Python; the functions are cached, the path lists are tuples of op indices.
 """
@@ -26,11 +32,14 @@ from searchspaces.hytra.encoding import (
     OP_LEVEL,
     OP_NAMES,
     STEM_LEVEL,
-    block_first_levels,
     ops_at_level,
 )
 
 Path = tuple[int, ...]
+
+# BossNAS's ``stage_depths`` defaults [4, 3, 2, 2] as levels (level = 4 - depth): the lowest level block k's layers
+# run at, and the level of the input its candidates are listed for before the previous block's path is chosen.
+DEFAULT_START_LEVELS = (0, 1, 2, 2)
 
 
 @cache
@@ -53,18 +62,55 @@ def level_sequences(first_levels: tuple[int, ...], length: int = LAYERS_PER_BLOC
     return tuple(out)
 
 
+def _paths_on(levels: tuple[int, ...]) -> list[Path]:
+    combos: list[Path] = [()]
+    for lv in levels:
+        combos = [(*c, o) for c in combos for o in ops_at_level(lv)]
+    return combos
+
+
 @cache
-def block_candidates(block: int) -> tuple[Path, ...]:
-    """The candidate paths (op indices) of ``block``, ordered by level sequence, then by ops."""
+def entry_paths(start_level: int) -> tuple[Path, ...]:
+    """The paths that run on an input at ``start_level`` (BossNAS's ``restricted_path[4 - start_level]``): first
+    layer at ``start_level`` or one lower, ordered by level sequence, then by ops."""
+    if not 0 <= start_level < NUM_LEVELS:
+        raise ValueError(f"start_level must be in 0..{NUM_LEVELS - 1}, got {start_level}")
+    firsts = tuple(lv for lv in (start_level, start_level + 1) if lv < NUM_LEVELS)
+    return tuple(p for levels in level_sequences(firsts) for p in _paths_on(levels))
+
+
+def _check_block(block: int) -> None:
     if not 0 <= block < NUM_BLOCKS:
         raise ValueError(f"block must be in 0..{NUM_BLOCKS - 1}, got {block}")
-    paths: list[Path] = []
-    for levels in level_sequences(block_first_levels(block)):
-        combos: list[Path] = [()]
-        for lv in levels:
-            combos = [(*c, o) for c in combos for o in ops_at_level(lv)]
-        paths += combos
-    return tuple(paths)
+
+
+@cache
+def start_levels(block: int) -> tuple[int, ...]:
+    """Input levels ``block`` can read: the stem's for block 0, else its default level and the lower resolutions."""
+    _check_block(block)
+    if block == 0:
+        return (STEM_LEVEL,)
+    return tuple(range(DEFAULT_START_LEVELS[block], NUM_LEVELS))
+
+
+@cache
+def paths_from(block: int, start_level: int) -> tuple[Path, ...]:
+    """The candidates of ``block`` on an input at ``start_level`` (none where the block cannot read that level)."""
+    return entry_paths(start_level) if start_level in start_levels(block) else ()
+
+
+def default_paths(block: int) -> tuple[Path, ...]:
+    """The candidates of ``block`` before the previous block's path is chosen (51 / 99 / 80 / 80)."""
+    _check_block(block)
+    return paths_from(block, DEFAULT_START_LEVELS[block])
+
+
+@cache
+def block_candidates(block: int) -> tuple[Path, ...]:
+    """Every candidate path of ``block`` over the input levels it can read (51 / 115 / 80 / 80), ordered by level
+    sequence, then by ops."""
+    found = {p for s in start_levels(block) for p in paths_from(block, s)}
+    return tuple(sorted(found, key=lambda p: (path_levels(p), p)))
 
 
 def path_levels(path: Path) -> tuple[int, ...]:
@@ -73,25 +119,6 @@ def path_levels(path: Path) -> tuple[int, ...]:
 
 def end_level(path: Path) -> int:
     return OP_LEVEL[path[-1]]
-
-
-def runs_from(path: Path, start_level: int) -> bool:
-    """Whether ``path`` can read an input at ``start_level`` (its first layer stays there or halves once)."""
-    return OP_LEVEL[path[0]] - start_level in (0, 1)
-
-
-@cache
-def paths_from(block: int, start_level: int) -> tuple[Path, ...]:
-    """The candidates of ``block`` that can run on an input at ``start_level``."""
-    return tuple(p for p in block_candidates(block) if runs_from(p, start_level))
-
-
-@cache
-def start_levels(block: int) -> tuple[int, ...]:
-    """Input levels on which at least one candidate of ``block`` can run (block 0: the stem level only)."""
-    if block == 0:
-        return (STEM_LEVEL,)
-    return tuple(s for s in range(NUM_LEVELS) if paths_from(block, s))
 
 
 @cache
@@ -103,7 +130,8 @@ def completions(block: int, start_level: int) -> int:
 
 
 def completes(block: int, path: Path) -> bool:
-    """Whether the blocks after ``block`` can follow ``path`` (False only for block-0 paths ending at 7x7)."""
+    """Whether the blocks after ``block`` can follow ``path`` (False only for block 0's [5, 5, 5, 5], ending at
+    level 0, and block 1's [4, 4, 4, 4], ending at level 1)."""
     return completions(block + 1, end_level(path)) > 0
 
 
@@ -154,12 +182,12 @@ def check_paths(paths: list[Path]) -> tuple[str, str] | None:
                     f"{describe_op(op)} runs at level {lv} after level {level}: a layer may halve the resolution "
                     "only once (one level down)",
                 )
-            if j == 0 and lv not in block_first_levels(k):
-                allowed = " or ".join(str(x) for x in block_first_levels(k))
+            if j == 0 and level not in start_levels(k):
+                allowed = ", ".join(str(x) for x in start_levels(k))
                 return (
                     f"[{k}][0]",
-                    f"block {k} must start at level {allowed} (BossNAS restricted path set); {describe_op(op)} is "
-                    f"at level {lv}",
+                    f"block {k} cannot read block {k - 1}'s output at level {level}: BossNAS builds block {k} for "
+                    f"inputs at levels {allowed} only (restricted path sets); {describe_op(op)} would run on it",
                 )
             level = lv
     return None

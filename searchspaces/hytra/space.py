@@ -31,7 +31,7 @@ from searchspaces.hytra.paths import (
     end_level,
     log10_num_architectures,
     num_architectures,
-    runs_from,
+    paths_from,
     sample_paths,
     well_formed,
 )
@@ -158,7 +158,7 @@ class HyTraSpace(SearchSpace):
         pa, pb = self.paths_of(a), self.paths_of(b)
         level, child = STEM_LEVEL, []
         for k in range(NUM_BLOCKS):
-            options = [p[k] for p in (pa, pb) if runs_from(p[k], level) and completes(k, p[k])]
+            options = [p[k] for p in (pa, pb) if p[k] in paths_from(k, level) and completes(k, p[k])]
             path = rng.choice(options)
             child.append(list(path))
             level = end_level(path)
@@ -197,7 +197,8 @@ class HyTraSpace(SearchSpace):
                     "minItems": NUM_BLOCKS,
                     "maxItems": NUM_BLOCKS,
                     "description": f"{NUM_BLOCKS} blocks x {LAYERS_PER_BLOCK} op indices ({ops}); resolution never "
-                    "rises and halves at most once per layer; block k starts at level k or k+1",
+                    "rises and halves at most once per layer; blocks 1-3 read inputs at levels >= 1, 2, 2 (BossNAS's "
+                    "restricted path sets)",
                 }
             },
         }
@@ -239,6 +240,13 @@ class HyTraSpace(SearchSpace):
         from searchspaces.hytra.supernet import HyTraSupernet
 
         return HyTraSupernet(self, self.macro(macro))
+
+    def diagram(self, arch: Architecture) -> str:
+        """The architecture as an SVG diagram (:class:`nas.diagram.Diagram`; see searchspaces.hytra.diagram)."""
+        from searchspaces.hytra.diagram import draw
+
+        self.validate(arch)
+        return draw(arch)
 
     def standalone_modules(self) -> list[ModuleType]:
         return [importlib.import_module(name) for name in STANDALONE_MODULES]

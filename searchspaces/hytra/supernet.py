@@ -3,12 +3,14 @@
 Sharing (BossNAS): layer i holds one module per op it can run (``layers.{i}.{op}``); an op holds an input branch
 for every level its input can come from on some candidate path ('same': from its own level, 'down': stride 2 from
 the level above) and shares its body between them. Block 0's first layer reads the stem through a stem adapter per
-level (``adapters.{level}``), shared by the ops of that level. The classifier reads the last level (every path
-ends there). Only the active path runs, so a step costs what the standalone subnet costs.
+level (``adapters.{level}``), shared by the ops of that level. There is a classifier per level the last block can
+end at (``classifier.{level}``: 14x14 or 7x7). Only the active path runs, so a step costs what the standalone subnet
+costs.
 
 It implements :class:`nas.supernet.BlockwiseSupernet` (levels as in :mod:`searchspaces.hytra.encoding`; a *start
 level* is always the level of the tensor a block reads): ``block_paths(k, start_level=None)`` gives the candidates of
-block k (None: all, 51 / 99 / 80 / 16) or those that can run on an input at ``start_level``; ``block_modules(0)``
+block k (None: all, 51 / 115 / 80 / 80) or those that run on an input at ``start_level`` (BossNAS's list for that
+level, see :mod:`searchspaces.hytra.paths`); ``block_modules(0)``
 includes the stem and the stem adapters; ``level_shape(level)`` is HyTra's own.
 """
 
@@ -35,7 +37,6 @@ from searchspaces.hytra.network import (
 from searchspaces.hytra.ops import StemAdapter, init_weights
 from searchspaces.hytra.paths import (
     block_candidates,
-    block_first_levels,
     completes,
     end_level,
     paths_from,
@@ -71,7 +72,10 @@ class HyTraSupernet(Supernet, BlockwiseSupernet):
         self.stem = build_stem(m)
         stem_c = int(m["stem_channels"])
         self.adapters = nn.ModuleDict(
-            {str(lv): StemAdapter(stem_c, self.planes[lv], 2**lv) for lv in block_first_levels(0)}
+            {
+                str(lv): StemAdapter(stem_c, self.planes[lv], 2**lv)
+                for lv in sorted({OP_LEVEL[p[0]] for p in block_candidates(0)})
+            }
         )
         inputs: list[dict[int, dict[str, int]]] = [{} for _ in range(NUM_BLOCKS * LAYERS_PER_BLOCK)]
         for k in range(NUM_BLOCKS):
@@ -101,10 +105,17 @@ class HyTraSupernet(Supernet, BlockwiseSupernet):
             ]
         )  # fmt: skip
         self.dropout = nn.Dropout(float(m["dropout"]))
-        self.classifier = nn.Linear(self.widths[NUM_LEVELS - 1], int(m["num_classes"]))
+        last = NUM_BLOCKS - 1
+        self.classifier = nn.ModuleDict(
+            {
+                str(lv): nn.Linear(self.widths[lv], int(m["num_classes"]))
+                for lv in sorted({end_level(p) for p in block_candidates(last)})
+            }
+        )
         init_weights(self)
         self.active: Architecture | None = None
         self._paths: list[Path] = []
+        self._out_level = NUM_LEVELS - 1  # the level of the last block output computed (what the head reads)
         self.set_active(space.make({"blocks": [list(p) for p in self.reference_paths()]}))
 
     # --- routing -----------------------------------------------------------------------------------------------
@@ -119,7 +130,7 @@ class HyTraSupernet(Supernet, BlockwiseSupernet):
         for k, path in enumerate(self._paths):
             x = self._run_block(k, x, path, level)
             level = end_level(path)
-        return self.head_forward(x)
+        return self.head_forward(x, level)
 
     # --- block-wise interface ----------------------------------------------------------------------------------
     def stem_forward(self, x: Tensor) -> Tensor:
@@ -144,8 +155,8 @@ class HyTraSupernet(Supernet, BlockwiseSupernet):
         return end_level(tuple(path))
 
     def path_completes(self, k: int, path: Sequence[int]) -> bool:
-        """Whether the later blocks can follow ``path`` (False only for the 24 block-0 candidates that end at the
-        last level, since block 1 may not start there); greedy combination should pick among these."""
+        """Whether the later blocks can follow ``path`` (False only for block 0's [5, 5, 5, 5] and block 1's
+        [4, 4, 4, 4]: the next block cannot read their end level); greedy combination should pick among these."""
         self._check_block(k)
         return completes(k, tuple(int(o) for o in path))
 
@@ -170,11 +181,18 @@ class HyTraSupernet(Supernet, BlockwiseSupernet):
             ops: nn.ModuleDict = self.layers[base + j]  # type: ignore[assignment]
             x = ops[str(op)](x, _branch(base + j, lv, level))
             level = lv
+        self._out_level = level
         return x
 
-    def head_forward(self, x: Tensor) -> Tensor:
-        """Logits from the last block's output (global average pool -> dropout -> linear)."""
-        return self.classifier(self.dropout(x.mean((2, 3))))  # type: ignore[no-any-return]
+    def head_forward(self, x: Tensor, level: int | None = None) -> Tensor:
+        """Logits from the last block's output at ``level`` (global average pool -> dropout -> the classifier of
+        that level); None: the level of the last block output this supernet computed."""
+        lv = self._out_level if level is None else int(level)
+        if str(lv) not in self.classifier:
+            allowed = ", ".join(self.classifier.keys())
+            raise InvalidInput("level", f"the last block ends at levels {allowed}, got {lv}")
+        head: nn.Module = self.classifier[str(lv)]
+        return head(self.dropout(x.mean((2, 3))))  # type: ignore[no-any-return]
 
     def block_modules(self, k: int) -> list[nn.Module]:
         """The modules holding block ``k``'s weights (block 0 also owns the stem and the stem adapters)."""
@@ -201,9 +219,10 @@ class HyTraSupernet(Supernet, BlockwiseSupernet):
         return [tuple(int(o) for o in p) for p in arch.choices["blocks"]]
 
     def reference_paths(self) -> list[Path]:
-        """A fixed all-ResConv path per block that hands block k its input at level k (the level every candidate
-        of block k can run on): down-sampling in the last layer of blocks 0-2. For training blocks independently."""
-        return [(5, 5, 5, 4), (4, 4, 4, 3), (3, 3, 3, 1), (1, 1, 1, 1)]
+        """A fixed all-ResConv path per block that hands block k its input at its default level 0, 1, 2, 2
+        (BossNAS's lists before a path is chosen: 51 / 99 / 80 / 80 candidates, the most on any input level of
+        the block). For training blocks independently."""
+        return [(5, 5, 5, 4), (4, 4, 4, 3), (3, 3, 3, 3), (1, 1, 1, 1)]
 
     def _check_block(self, k: int) -> None:
         if not 0 <= int(k) < NUM_BLOCKS:
@@ -214,6 +233,8 @@ class HyTraSupernet(Supernet, BlockwiseSupernet):
         parts = key.split(".")
         if parts[0] == "adapter":
             return ".".join(["adapters", str(OP_LEVEL[paths[0][0]]), *parts[1:]])
+        if parts[0] == "classifier":
+            return ".".join(["classifier", str(end_level(paths[-1])), *parts[1:]])
         if parts[0] == "layers":
             i = int(parts[1])
             op = paths[i // LAYERS_PER_BLOCK][i % LAYERS_PER_BLOCK]

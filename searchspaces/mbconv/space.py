@@ -136,5 +136,12 @@ class MBConvSpace(SearchSpace):
 
         return MBConvSupernet(self, self.macro(macro))  # type: ignore[arg-type]
 
+    def diagram(self, arch: Architecture) -> str:
+        """The architecture as an SVG diagram (:class:`nas.diagram.Diagram`; see searchspaces.mbconv.diagram)."""
+        from searchspaces.mbconv.diagram import draw
+
+        self.validate(arch)
+        return draw(arch)
+
     def standalone_modules(self) -> list[ModuleType]:
         return [importlib.import_module(name) for name in STANDALONE_MODULES]

@@ -8,6 +8,9 @@ j < i). A mixed op weights the outputs of all candidate ops plus "none" (zero) b
 logits of its edge: ``alpha_normal`` / ``alpha_reduce`` of shape (edges, 1 + ops), shared by all cells of a type.
 With DARTS's 4 nodes there are 2 + 3 + 4 + 5 = 14 edges.
 
+The zero op is always candidate 0 of every edge; a space whose ops list ``none`` (the ``darts`` op set: DARTS's 8
+PRIMITIVES) gets it there once, so the mixed op holds exactly DARTS's candidates.
+
 ``derive()`` keeps, per node, the two incoming edges whose strongest non-zero op has the largest weight, and that op,
 giving a genotype in the NASNet encoding (DARTS index convention: 0 = cell k-2, 1 = cell k-1, 2.. = nodes) with every
 node concatenated. The encoding has 5 blocks; with fewer nodes the remaining blocks are dead placeholders
@@ -120,8 +123,11 @@ class DartsSupernet(Supernet):
         for k, name in enumerate(op_names):
             if name not in space.op_names:
                 raise InvalidInput(f"ops[{k}]", f"{name!r} is not an op of the space; allowed: {space.op_names}")
-        if not op_names or len(set(op_names)) != len(op_names):
+        if len(set(op_names)) != len(op_names):
             raise InvalidInput("ops", "must list at least one op, each once")
+        op_names = tuple(o for o in op_names if o != NONE)  # "none" is every edge's built-in zero candidate
+        if not op_names:
+            raise InvalidInput("ops", "must list at least one op besides 'none'")
         self.space = space
         self.settings = space.macro(macro, kind="darts", aux_head=False, drop_path_keep=1.0)
         self.op_names = op_names

@@ -29,6 +29,20 @@ OP_NAMES: tuple[str, ...] = (
     "sep_conv_7x7",
 )
 ATTENTION_OP = "self_attention"
+# ops outside the default 13 that a space may list: DARTS's 5x5 dilated conv and its zero op
+EXTRA_OPS: tuple[str, ...] = ("dil_conv_5x5", "none")
+# named op sets for the space's ``ops`` option
+DARTS_OPS: tuple[str, ...] = (  # DARTS's PRIMITIVES, in its order (quark0/darts genotypes.py)
+    "none",
+    "max_pool_3x3",
+    "avg_pool_3x3",
+    "skip_connect",
+    "sep_conv_3x3",
+    "sep_conv_5x5",
+    "dil_conv_3x3",
+    "dil_conv_5x5",
+)
+OP_SETS: dict[str, tuple[str, ...]] = {"nasnet": OP_NAMES, "darts": DARTS_OPS}
 
 # op names of the TF reference code (research/slim/nets/nasnet) -> common names
 TF_OP_NAMES: dict[str, str] = {

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from nas.ops.attention import SelfAttention2d
-from nas.ops.conv import FactorizedReduce, Pool, ReLUConvBN, SepConv, StackedSepConv, StripConv
+from nas.ops.conv import FactorizedReduce, Pool, ReLUConvBN, SepConv, StackedSepConv, StripConv, Zero
 
 
 @dataclass(frozen=True)
@@ -59,8 +59,16 @@ def _sep(k: int) -> OpFactory:
     return make
 
 
-def _dil(c_in: int, c_out: int, stride: int, cfg: OpConfig) -> nn.Module:
-    return SepConv(c_in, c_out, 3, stride, 2, cfg.bn_eps, cfg.bn_momentum)
+def _dil(k: int) -> OpFactory:
+    def make(c_in: int, c_out: int, stride: int, cfg: OpConfig) -> nn.Module:
+        return SepConv(c_in, c_out, k, stride, 2, cfg.bn_eps, cfg.bn_momentum)
+
+    return make
+
+
+def _none(c_in: int, c_out: int, stride: int, cfg: OpConfig) -> nn.Module:
+    """DARTS's "none": zeros of the output shape (every ``stride``-th position of the input, so ceil(H / stride))."""
+    return Zero(c_out, stride)
 
 
 def _pool(kind: str, k: int) -> OpFactory:
@@ -78,7 +86,8 @@ OPS: dict[str, OpFactory] = {
     "skip_connect": _skip,
     "conv_3x1_1x3": _strip(3),
     "conv_7x1_1x7": _strip(7),
-    "dil_conv_3x3": _dil,
+    "dil_conv_3x3": _dil(3),
+    "dil_conv_5x5": _dil(5),
     "avg_pool_3x3": _pool("avg", 3),
     "max_pool_3x3": _pool("max", 3),
     "max_pool_5x5": _pool("max", 5),
@@ -89,6 +98,7 @@ OPS: dict[str, OpFactory] = {
     "sep_conv_5x5": _sep(5),
     "sep_conv_7x7": _sep(7),
     "self_attention": _attention,
+    "none": _none,
 }
 
 

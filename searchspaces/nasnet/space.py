@@ -12,7 +12,17 @@ from pydantic import Field, ValidationInfo, field_validator
 from nas.arch import Architecture
 from nas.errors import InvalidInput
 from nas.space import FairPaths, MacroBase, OptionsBase, Preset, SearchSpace, Suggest
-from searchspaces.nasnet.genotype import ATTENTION_OP, CELL_TYPES, NUM_BLOCKS, NUM_INPUTS, NUM_STATES, OP_NAMES
+from nas.spec import Strict
+from searchspaces.nasnet.genotype import (
+    ATTENTION_OP,
+    CELL_TYPES,
+    EXTRA_OPS,
+    NUM_BLOCKS,
+    NUM_INPUTS,
+    NUM_STATES,
+    OP_NAMES,
+    OP_SETS,
+)
 from searchspaces.nasnet.genotype import unused_states as _unused
 
 if TYPE_CHECKING:
@@ -20,7 +30,7 @@ if TYPE_CHECKING:
 
     from nas.supernet import Supernet
 
-ALLOWED_OPS = (*OP_NAMES, ATTENTION_OP)
+ALLOWED_OPS = (*OP_NAMES, *EXTRA_OPS, ATTENTION_OP)
 # modules whose concatenated source defines build_network(choices, macro) (torch only), in dependency order
 STANDALONE_MODULES = (
     "nas.ops.drop",
@@ -33,12 +43,44 @@ STANDALONE_MODULES = (
 )
 
 
+class SupernetSettings(Strict):
+    """How the single-path supernet (SPOS, FairNAS) starts and reads its last cell; a path's network is the same
+    either way (see docs/nasnet.md, "Why the single-path supernet learns")."""
+
+    init: Literal["identity", "random"] = Field(
+        "identity",
+        description="identity: candidate convs start as the identity on channels and readers of a cell output "
+        "with one weight block per state; random: PyTorch's default initialisation (the supernet then stays near "
+        "chance at small budgets)",
+    )
+    head_norm: bool = Field(
+        True, description="normalise the classifier's pooled input (folded into the classifier on extraction)"
+    )
+
+
 class NASNetOptions(OptionsBase):
     """What is in the space: the candidate ops, and the hybrid self-attention op."""
 
-    ops: list[str] = Field(default_factory=lambda: list(OP_NAMES), description="candidate ops (subset of the 13)")
+    ops: list[str] = Field(
+        default_factory=lambda: list(OP_NAMES),
+        description="candidate ops: a list (of the 13, dil_conv_5x5 and none) or a named set: 'nasnet' (the 13), "
+        "'darts' (DARTS's 8: none, max_pool_3x3, avg_pool_3x3, skip_connect, sep_conv_3x3, sep_conv_5x5, "
+        "dil_conv_3x3, dil_conv_5x5)",
+    )
     attention: bool = Field(False, description="add the 'self_attention' op (multi-head attention over H*W tokens)")
     attention_heads: int = Field(2, ge=1, le=64, description="heads of the self_attention op")
+    supernet: SupernetSettings = Field(
+        default_factory=SupernetSettings, description="single-path supernet settings (no effect on a path's network)"
+    )
+
+    @field_validator("ops", mode="before")
+    @classmethod
+    def _expand_op_set(cls, ops: Any) -> Any:
+        if isinstance(ops, str):
+            if ops not in OP_SETS:
+                raise ValueError(f"unknown op set {ops!r}; allowed: {', '.join(OP_SETS)} (or a list of ops)")
+            return list(OP_SETS[ops])
+        return ops
 
     @field_validator("ops")
     @classmethod
@@ -294,6 +336,13 @@ class NASNetSpace(SearchSpace, FairPaths, Suggest):
         from searchspaces.nasnet.suggest import suggest_nasnet
 
         return suggest_nasnet(self, trial)
+
+    def diagram(self, arch: Architecture) -> str:
+        """The architecture as an SVG diagram (:class:`nas.diagram.Diagram`; see searchspaces.nasnet.diagram)."""
+        from searchspaces.nasnet.diagram import draw
+
+        self.validate(arch)
+        return draw(arch)
 
     def standalone_modules(self) -> list[ModuleType]:
         import importlib

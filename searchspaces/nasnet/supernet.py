@@ -6,6 +6,19 @@ like the standalone cell; the modules that read a cell output (the next cells' i
 head and the classifier) hold weights for the widest possible output (all 7 states) and use the input-channel
 columns of the active states. :meth:`NASNetSupernet.extract` copies those columns, so the extracted network
 computes the same function as the supernet with that path active. Only the active ops run.
+
+Training from a sampled wiring (docs/nasnet.md, "Why the single-path supernet learns"): with the default random
+initialisation every candidate (input, op) is an independent random projection, so a state's channels mean something
+else on every sampled path and the shared readers of a cell output get gradients that cancel; the supernet then stays
+at chance. Two changes fix this without changing any path's network (``options.supernet``):
+
+- ``init: identity``: every conv of a candidate op starts as the identity on channels (:mod:`nas.ops.init`) and
+  every reader of a cell output starts with the same weights for each state's columns, so all paths start from one
+  feature code.
+- ``head_norm``: the classifier normalises its pooled input per channel (a BatchNorm without affine parameters, with
+  running statistics per column of the widest layout). Identity and pooling chains make a cell output's scale
+  depend on the path by up to 2^5; without it the logits of some paths explode. :meth:`NASNetSupernet.extract`
+  folds the running statistics into the standalone classifier's weight and bias, which is exact in eval mode.
 """
 
 from __future__ import annotations
@@ -17,7 +30,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from nas.ops.conv import ReLUConvBN
+from nas.ops.conv import FactorizedReduce, ReLUConvBN
+from nas.ops.init import identity_init_
 from nas.supernet import Supernet, fitting, inherit_weights
 from searchspaces.nasnet.cells import (
     CellSpec,
@@ -39,6 +53,14 @@ if TYPE_CHECKING:
 def _columns(concat: list[int], filters: int) -> list[int]:
     """Input columns, in a 7-state-wide layout, of a cell output holding the states ``concat``."""
     return [j * filters + c for j in concat for c in range(filters)]
+
+
+@torch.no_grad()
+def _repeat_state_columns(weight: Tensor, filters: int) -> None:
+    """Copy the input columns of the first state (``filters`` wide) over those of every other state."""
+    states = weight.shape[1] // filters
+    for j in range(1, states):
+        weight[:, j * filters : (j + 1) * filters] = weight[:, :filters]
 
 
 class _Columns:
@@ -66,6 +88,57 @@ class SlicedLinear(nn.Linear):
         if self.cols is None:
             return super().forward(x)
         return F.linear(x, self.weight.index_select(1, self.cols.on(x.device)), self.bias)
+
+
+class SlicedBatchNorm1d(nn.BatchNorm1d):
+    """A BatchNorm1d without affine parameters over the widest input whose forward normalises the columns ``index``
+    with their own running statistics (and updates only those), following ``momentum`` like BatchNorm (None: the
+    cumulative average used by BatchNorm recalibration)."""
+
+    def __init__(self, num_features: int) -> None:
+        super().__init__(num_features, affine=False)
+
+    def forward_sliced(self, x: Tensor, index: Tensor | None) -> Tensor:
+        if index is None:
+            return super().forward(x)
+        training = self.training and x.shape[0] > 1
+        factor = 0.0
+        if training:
+            tracked = self.num_batches_tracked
+            assert tracked is not None
+            tracked.add_(1)
+            factor = 1.0 / float(tracked) if self.momentum is None else float(self.momentum)
+        mean = self.running_mean.index_select(0, index)  # type: ignore[union-attr]
+        var = self.running_var.index_select(0, index)  # type: ignore[union-attr]
+        out = F.batch_norm(x, mean, var, None, None, training, factor, self.eps)
+        if training:
+            self.running_mean.index_copy_(0, index, mean)  # type: ignore[union-attr]
+            self.running_var.index_copy_(0, index, var)  # type: ignore[union-attr]
+        return out
+
+    @torch.no_grad()
+    def fold(self, weight: Tensor, bias: Tensor, index: Tensor | None) -> tuple[Tensor, Tensor]:
+        """``(weight', bias')`` of a linear layer computing ``linear(norm(x), weight, bias)`` in eval mode."""
+        mean, var = self.running_mean, self.running_var
+        assert mean is not None and var is not None
+        if index is not None:
+            mean, var = mean.index_select(0, index), var.index_select(0, index)
+        scale = (var + self.eps).rsqrt()
+        return weight * scale, bias - weight @ (mean * scale)
+
+
+class NormedSlicedLinear(SlicedLinear):
+    """:class:`SlicedLinear` reading its input through a :class:`SlicedBatchNorm1d` (``options.supernet.head_norm``)."""
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__(c_in, c_out)
+        self.norm = SlicedBatchNorm1d(c_in)
+
+    def index(self, device: torch.device) -> Tensor | None:
+        return self.cols.on(device) if self.cols is not None else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(self.norm.forward_sliced(x, self.index(x.device)))
 
 
 class SlicedAuxHead(AuxHead):
@@ -169,14 +242,61 @@ class NASNetSupernet(Supernet):
         self.space = space
         self.macro = macro
         op_names = space.op_names
+        settings = space.options.supernet
+        self.head_norm = settings.head_norm
         self.net = CellNetwork(
             macro.model_dump(),
             lambda spec: SuperCell(spec, op_names),
-            make_classifier=SlicedLinear,
+            make_classifier=NormedSlicedLinear if settings.head_norm else SlicedLinear,
             make_aux=SlicedAuxHead,
         )
+        if settings.init == "identity":
+            self._identity_init()
         self.active: Architecture | None = None
         self.set_active(space.sample(random.Random(0)))
+
+    @torch.no_grad()
+    def _identity_init(self) -> None:
+        """``options.supernet.init = identity``: candidate ops start as the identity on channels, and every reader
+        of a cell output (all states wide) starts with one weight block repeated for every state."""
+        for cell in self.net.cells:
+            assert isinstance(cell, SuperCell)
+            identity_init_(cell.choices)
+            identity_init_(cell.concat_reduce)
+        for name, filters in self._readers().items():
+            module = self.net.get_submodule(name)
+            weights: list[Tensor]
+            if isinstance(module, FactorizedReduce):
+                weights = [module.conv1.weight, module.conv2.weight]
+            elif isinstance(module, nn.Linear):
+                weights = [module.weight]
+            elif isinstance(module, AuxHead):
+                weights = [module.conv1.weight]
+            else:
+                assert isinstance(module, ReLUConvBN)
+                weights = [module.conv.weight]
+            for w in weights:
+                _repeat_state_columns(w, filters)
+
+    def _readers(self) -> dict[str, int]:
+        """The modules that read a cell output (module name in ``self.net``), with that cell's filters."""
+        n_stems, specs = len(self.net.stems), self.net.specs
+        readers: dict[str, int] = {}
+
+        def add(name: str, output: int) -> None:
+            cell = output - n_stems
+            if output >= 0 and cell >= 0:
+                readers[name] = specs[cell].filters
+
+        for i, cell in enumerate(self.net.cells):
+            add(f"cells.{i}.pre1", n_stems + i - 1)
+            pp = self.net._prev_prev[i]
+            if pp >= 0 and not isinstance(cell.pre0, nn.Identity):
+                add(f"cells.{i}.pre0", pp)
+        add("classifier", n_stems + len(specs) - 1)
+        if self.net.aux is not None:
+            add("aux", n_stems + self.net.aux_index)
+        return readers
 
     # --- routing -----------------------------------------------------------------------------------------------
     def _layout(self, arch: Architecture) -> dict[str, list[int] | None]:
@@ -241,8 +361,19 @@ class NASNetSupernet(Supernet):
         net = self.space.build(arch, self.macro)
         layout = self._layout(arch)
         source = self.net.state_dict()
+        folded: dict[str, Tensor] = {}
+        classifier = self.net.classifier
+        if isinstance(classifier, NormedSlicedLinear):  # head_norm: fold the normalisation into the classifier
+            cols = layout["classifier"]
+            index = None if cols is None else torch.tensor(cols, dtype=torch.long, device=classifier.weight.device)
+            weight = classifier.weight if index is None else classifier.weight.index_select(1, index)
+            folded["classifier.weight"], folded["classifier.bias"] = classifier.norm.fold(
+                weight, classifier.bias, index
+            )
 
         def tensor_for(key: str, target: Tensor) -> Tensor:
+            if key in folded:
+                return fitting(folded, key, key, target)
             skey, consumer = self._source_key(key, arch)
             tensor = source[skey]
             cols = layout.get(consumer) if consumer is not None else None

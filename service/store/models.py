@@ -144,7 +144,10 @@ class SearchEvent(Base):
 
 class CandidateRow(Base):
     __tablename__ = "candidates"
-    __table_args__ = (UniqueConstraint("search_id", "arch_hash", name="uq_candidates_search_arch"),)
+    __table_args__ = (
+        UniqueConstraint("search_id", "arch_hash", name="uq_candidates_search_arch"),
+        Index("ix_candidates_search_best", "search_id", "feasible", "accuracy"),  # list pages' best accuracy
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     search_id: Mapped[str] = mapped_column(ForeignKey("searches.id", ondelete="CASCADE"), index=True)

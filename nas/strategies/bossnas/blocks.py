@@ -4,8 +4,10 @@ One step: draw ``paths_per_step`` candidate paths of block k uniformly without r
 the block's input level), give each its own pair of BYOL views of the batch, compute the target projections of
 every (path, view) with the EMA target network, form the population center per view (mean of the normalised
 projections over the paths), then for every path the online loss ``-2 cos(pred(proj(v1)), T2) - 2 cos(pred(proj(v2)),
-T1)`` is back-propagated on its own (gradients accumulate over the paths) and one LARS step follows; the target
-moves towards the online network with the cosine momentum schedule.
+T1)`` is back-propagated on its own (gradients accumulate over the paths). Every ``update_interval`` steps (public
+code: 8, each step with its own paths and views) one LARS step on the summed gradients follows and the target moves
+towards the online network with the cosine momentum schedule; the schedules count these updates. An epoch's last
+steps update at its end, so checkpoints (after every epoch) never hold partial gradients.
 """
 
 from __future__ import annotations
@@ -49,9 +51,14 @@ def block_seed(seed: int, salt: int, k: int) -> int:
 
 
 def view_specs(opts: BossNASOptions, flip_ok: bool) -> tuple[ViewSpec, ViewSpec]:
-    """BYOL's two views, with the crop scale of the options and no flip on data where flipping is wrong."""
+    """The two views, with the crop scale of the options and no flip on data where flipping is wrong. ``bossnas``
+    order (public config: ``train_pipeline1`` blur 0.1; ``train_pipeline2`` blur 1.0, solarize 0.2) or BYOL's."""
     common = {"crop_scale": (opts.crop_min_scale, 1.0), "flip_p": 0.5 if flip_ok else 0.0}
-    return ViewSpec(blur_p=1.0, solarize_p=0.0, **common), ViewSpec(blur_p=0.1, solarize_p=0.2, **common)  # type: ignore[arg-type]
+    if opts.view_order == "bossnas":
+        first, second = {"blur_p": 0.1, "solarize_p": 0.0}, {"blur_p": 1.0, "solarize_p": 0.2}
+    else:
+        first, second = {"blur_p": 1.0, "solarize_p": 0.0}, {"blur_p": 0.1, "solarize_p": 0.2}
+    return ViewSpec(**first, **common), ViewSpec(**second, **common)  # type: ignore[arg-type]
 
 
 class Normaliser:
@@ -104,11 +111,13 @@ class BlockTrainer:
         if not self.candidates:
             raise ValueError(f"block {k} has no candidate path on an input at level {self.level}")
         self.steps_per_epoch = max(1, steps_per_epoch)
-        self.total_steps = opts.epochs_per_block * self.steps_per_epoch
-        lr = opts.lr * opts.batch_size / 256.0
+        self.interval = opts.update_interval
+        self.updates_per_epoch = math.ceil(self.steps_per_epoch / self.interval)  # the last one may sum fewer steps
+        self.total_steps = opts.epochs_per_block * self.updates_per_epoch  # optimizer (and target) updates
+        lr = opts.lr * opts.batch_size * self.interval / 256.0
         groups = lars_param_groups(net.trainable_parameters(k), opts.weight_decay)
         self.optimizer = LARS(groups, lr=lr, momentum=opts.momentum, eta=opts.trust_coefficient)
-        warmup = min(self.total_steps - 1, round(opts.warmup_epochs * self.steps_per_epoch))
+        warmup = min(self.total_steps - 1, round(opts.warmup_epochs * self.updates_per_epoch))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, block_schedule(warmup, self.total_steps))
         self.online_params, self.target_params = net.ema_pairs(k)
         self.path_rng = random.Random(block_seed(seed, SALT_PATHS, k))
@@ -116,7 +125,9 @@ class BlockTrainer:
         self.specs = view_specs(opts, data.flip_ok)
         self.norm = Normaliser(data, device)
         self.amp = opts.amp and device.type == "cuda"
-        self.step = 0
+        self.step = 0  # optimizer updates so far
+        self.pending = 0  # steps whose gradients wait for the next update (0 at every epoch end)
+        self.tau = target_momentum(0, self.total_steps, opts.ema_momentum)
         self.epoch = 0
 
     # --- one step ----------------------------------------------------------------------------------------------
@@ -132,7 +143,9 @@ class BlockTrainer:
         return self.net.run_block(which, h, self.k, path, level), self.net.online.path_end_level(self.k, path)
 
     def train_step(self, x: Tensor) -> dict[str, float]:
-        """One step on the normalised batch ``x`` (as the loaders give it); returns the mean loss and schedules."""
+        """One step on the normalised batch ``x`` (as the loaders give it): gradients of freshly sampled paths are
+        added to those of the steps since the last update, and every ``update_interval`` steps the optimizer and the
+        target update. Returns the mean loss and the schedules."""
         net, k = self.net, self.k
         paths = self.path_rng.sample(self.candidates, min(self.opts.paths_per_step, len(self.candidates)))
         views = self._views(self.norm.to_unit(x), len(paths))
@@ -145,7 +158,8 @@ class BlockTrainer:
                 targets.append((net.target_projection(h1, k, level), net.target_projection(h2, k, level)))
         center1 = population_center([t[0] for t in targets])
         center2 = population_center([t[1] for t in targets])
-        self.optimizer.zero_grad(set_to_none=True)
+        if self.pending == 0:
+            self.optimizer.zero_grad(set_to_none=True)
         total = 0.0
         for path, (v1, v2) in zip(paths, views, strict=True):
             with autocast(self.amp, self.device):
@@ -157,12 +171,23 @@ class BlockTrainer:
             loss.backward()  # per path: the graphs of the other paths are never alive at the same time
             total += float(loss.detach())
         lr = self.optimizer.param_groups[0]["lr"]
+        self.pending += 1
+        if self.pending == self.interval:
+            self.update()
+        return {"loss": total / len(paths), "lr": lr, "target_momentum": self.tau}
+
+    def update(self) -> None:
+        """One optimizer step on the summed gradients of the pending steps, then the target's EMA step (public code:
+        the optimizer hook and the BYOL hook both act every ``update_interval`` iterations)."""
+        if self.pending == 0:
+            return
         self.optimizer.step()
         self.scheduler.step()
-        tau = target_momentum(self.step, self.total_steps, self.opts.ema_momentum)
-        ema_update(self.online_params, self.target_params, tau)
+        self.tau = target_momentum(self.step, self.total_steps, self.opts.ema_momentum)
+        ema_update(self.online_params, self.target_params, self.tau)
         self.step += 1
-        return {"loss": total / len(paths), "lr": lr, "target_momentum": tau}
+        self.pending = 0
+        self.optimizer.zero_grad(set_to_none=True)
 
     def train_epoch(
         self,
@@ -174,16 +199,21 @@ class BlockTrainer:
         for x, _ in _batches(loader):
             if cancel is not None and cancel.is_set():
                 raise SearchCancelled("search cancelled")
+            before = self.step
             last = self.train_step(x)
             loss_sum += last["loss"]
             steps += 1
+            if on_step is not None and self.step != before:
+                on_step(self.step, self.total_steps)
+        if self.pending:  # the epoch's last steps update now, so a checkpoint never holds partial gradients
+            self.update()
             if on_step is not None:
                 on_step(self.step, self.total_steps)
         self.epoch += 1
         return {
             "loss": loss_sum / max(1, steps),
             "lr": float(last.get("lr", 0.0)),
-            "target_momentum": float(last.get("target_momentum", 1.0)),
+            "target_momentum": self.tau,
         }
 
     # --- state -------------------------------------------------------------------------------------------------
@@ -193,6 +223,7 @@ class BlockTrainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "step": self.step,
+            "tau": self.tau,
             "epoch": self.epoch,
             "path_rng": self.path_rng.getstate(),
             "augment": self.augment_generator.get_state(),
@@ -204,6 +235,9 @@ class BlockTrainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step = int(state["step"])
+        last = max(0, self.step - 1)  # checkpoints without "tau": the momentum of the last update
+        self.tau = float(state.get("tau", target_momentum(last, self.total_steps, self.opts.ema_momentum)))
+        self.pending = 0
         self.epoch = int(state["epoch"])
         self.path_rng.setstate(python_state(state["path_rng"]))
         self.augment_generator.set_state(torch.as_tensor(state["augment"], dtype=torch.uint8).cpu().clone())

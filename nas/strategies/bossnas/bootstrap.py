@@ -84,8 +84,11 @@ def head_sizes(supernet: BlockwiseSupernet, proj_hidden: int | None, proj_dim: i
 
 
 def last_shape(supernet: BlockwiseSupernet) -> tuple[int, int]:
+    """The deepest output shape of the last block (HyTra: 7x7; its paths may also end at 14x14): the shape every
+    projector brings its block's output to."""
     k = supernet.num_blocks - 1
-    return supernet.block_output_shape(k, supernet.block_paths(k)[0])
+    shapes = {supernet.block_output_shape(k, p) for p in supernet.block_paths(k)}
+    return min(shapes, key=lambda cs: (cs[1], -cs[0]))
 
 
 class BossNASNet(nn.Module):
@@ -111,7 +114,8 @@ class BossNASNet(nn.Module):
         self.start_level = supernet.path_start_levels(0)[0]
         self.ratings: dict[int, dict[Path, float]] = {}  # block -> path -> rating (lower is better)
         self.prefixes: dict[int, list[Path]] = {}  # block -> the paths of the blocks before it that fed it
-        self.fallback_ratings: dict[int, dict[Path, float]] = {}  # ratings on the reference input (see strategy)
+        # (block, input level) -> ratings of the block's paths on an input at that level (see the strategy)
+        self.fallback_ratings: dict[tuple[int, int], dict[Path, float]] = {}
         self.timings: dict[str, float] = {}
 
     # --- forward pieces ----------------------------------------------------------------------------------------
@@ -139,9 +143,11 @@ class BossNASNet(nn.Module):
         """The predictor's output for block ``k``'s output ``h`` at ``level``."""
         return self.predictors[k](self.projectors[k](h, level))  # type: ignore[no-any-return]
 
-    def target_projection(self, h: Tensor, k: int, level: int) -> Tensor:
-        """L2-normalised target projection of block ``k``'s output ``h`` at ``level``."""
-        return F.normalize(self.target_projectors[k](h, level).float(), dim=1)
+    def target_projection(self, h: Tensor, k: int, level: int, normalize: bool = True) -> Tensor:
+        """Target projection of block ``k``'s output ``h`` at ``level``, L2-normalised unless ``normalize`` is
+        False."""
+        out = self.target_projectors[k](h, level).float()
+        return F.normalize(out, dim=1) if normalize else out
 
     # --- parameters --------------------------------------------------------------------------------------------
     def block_module_list(self, which: str, k: int) -> list[nn.Module]:
@@ -245,5 +251,34 @@ def build_net(space: SearchSpace, macro: MacroBase, opts: BossNASOptions, seed: 
 
 def reference_prefix(supernet: BlockwiseSupernet, k: int) -> list[Path]:
     """The fixed paths of blocks < k that feed block k in the independent mode: the supernet's reference paths
-    (HyTra: an input at level k, where every candidate of block k runs)."""
+    (HyTra: an input at block k's default level, where BossNAS lists its candidates before a path is chosen)."""
     return [as_path(p) for p in supernet.reference_paths()[:k]]
+
+
+def prefix_to_level(supernet: BlockwiseSupernet, k: int, level: int) -> list[Path]:
+    """Paths of blocks < k that hand block k an input at ``level``: the reference paths where they do, otherwise
+    the first completion found block by block (each block tries its reference path first, then its candidates)."""
+    if level not in supernet.path_start_levels(k):
+        raise ValueError(f"block {k} cannot read an input at level {level}; it reads {supernet.path_start_levels(k)}")
+    refs = [as_path(p) for p in supernet.reference_paths()]
+    dead: set[tuple[int, int]] = set()
+
+    def search(j: int, current: int) -> list[Path] | None:
+        if j == k:
+            return [] if current == level else None
+        if (j, current) in dead:
+            return None
+        options = [as_path(p) for p in supernet.block_paths(j, current)]
+        options.sort(key=lambda p: (p != refs[j], p))
+        for p in options:
+            rest = search(j + 1, supernet.path_end_level(j, p))
+            if rest is not None:
+                return [p, *rest]
+        dead.add((j, current))
+        return None
+
+    start = supernet.path_start_levels(0)[0]
+    found = search(0, start)
+    if found is None:
+        raise ValueError(f"no paths of blocks < {k} hand block {k} an input at level {level}")
+    return found

@@ -26,7 +26,11 @@ class BossNASOptions(StrategyOptions):
     epochs_per_block: int = Field(6, ge=1, le=10_000, description="training epochs of each block (public: 6)")
     batch_size: int = Field(256, ge=2, le=65_536, description="images per step (each path sees two views of them)")
     lr: float = Field(
-        0.3, gt=0.0, le=100.0, description="LARS learning rate per 256 images, scaled by batch_size/256 (4.8 at 4096)"
+        0.3,
+        gt=0.0,
+        le=100.0,
+        description="LARS learning rate per 256 images of an update, scaled by batch_size x update_interval / 256 "
+        "(4.8 at 4096 = 64 x 8 GPUs x 8)",
     )
     momentum: float = Field(0.9, ge=0.0, lt=1.0, description="LARS momentum")
     weight_decay: float = Field(1e-6, ge=0.0, le=1.0, description="LARS weight decay (none on BatchNorm and biases)")
@@ -36,6 +40,23 @@ class BossNASOptions(StrategyOptions):
         0.99, ge=0.0, lt=1.0, description="target momentum at the start of a block (cosine to 1 at its end)"
     )
     paths_per_step: int = Field(4, ge=1, le=64, description="candidate paths sampled per step (population)")
+    update_interval: int = Field(
+        1,
+        ge=1,
+        le=1024,
+        description="steps (batches, each with its own sample of paths) whose gradients are summed before one "
+        "optimizer and target update (public code: 8); the LARS lr scales with batch_size x update_interval",
+    )
+    view_order: Literal["bossnas", "byol"] = Field(
+        "bossnas",
+        description="bossnas: view 1 blur p 0.1, view 2 blur p 1.0 and solarize p 0.2 (public code); byol: view 1 "
+        "blur 1.0, view 2 blur 0.1 and solarize 0.2 (BYOL paper)",
+    )
+    rating_center: Literal["normalized", "raw"] = Field(
+        "normalized",
+        description="population center of the rating: mean over the block's candidates of the L2-normalised "
+        "target projections (as in training) or of the raw ones (public code's val_hook)",
+    )
     proj_hidden: int | None = Field(
         None, ge=1, le=65_536, description="projector/predictor hidden width; None: 2 x last width (4096 at 2048)"
     )

@@ -2,10 +2,10 @@
 
 For block k on a fixed input (the outputs of the prefix paths of blocks < k): every candidate path that runs on
 that input is, after the BatchNorm statistics of the block and its heads are re-estimated on a training batch (its
-two BYOL views), evaluated on held-out view pairs: the online predictions of both views and the normalised target
-projections. The population center of each view is the mean of the target projections over *all* rated candidates
-of the block; a path's rating is the mean over the held-out images of ``-2 cos(p1, T2) - 2 cos(p2, T1)``. Lower is
-better.
+two BYOL views), evaluated on held-out view pairs: the online predictions of both views and the target projections.
+The population center of each view is the mean of the target projections over *all* rated candidates of the block,
+normalised first (``rating_center: normalized``, as in training) or raw (``raw``: the public code's ``val_hook``); a
+path's rating is the mean over the held-out images of ``-2 cos(p1, T2) - 2 cos(p2, T1)``. Lower is better.
 
 The held-out views (and the BatchNorm views) come from generators seeded by the search's seed and the block, so
 every candidate sees the same images; the prefix's outputs are computed once per block (after re-estimating the
@@ -34,12 +34,21 @@ if TYPE_CHECKING:
     from nas.strategies.bossnas.options import BossNASOptions
 
 
-def path_losses(preds: Sequence[tuple[Tensor, Tensor]], targets: Sequence[tuple[Tensor, Tensor]]) -> list[float]:
+def path_losses(
+    preds: Sequence[tuple[Tensor, Tensor]], targets: Sequence[tuple[Tensor, Tensor]], center: str = "normalized"
+) -> list[float]:
     """Ratings of paths from their online predictions ``(p1, p2)`` and their target projections ``(t1, t2)``, all
     (N, D) over the same N held-out images: each path's mean ``-2 cos(p1, T2) - 2 cos(p2, T1)`` where T is the
-    population center (mean of the normalised target projections over all paths)."""
-    center1 = torch.stack([F.normalize(t[0].float(), dim=1) for t in targets]).mean(0)
-    center2 = torch.stack([F.normalize(t[1].float(), dim=1) for t in targets]).mean(0)
+    population center: the mean over all paths of the L2-normalised target projections (``normalized``) or of the
+    projections as given (``raw``, the public code's rating)."""
+    if center not in ("normalized", "raw"):
+        raise ValueError(f"center must be 'normalized' or 'raw', got {center!r}")
+
+    def prepare(t: Tensor) -> Tensor:
+        return F.normalize(t.float(), dim=1) if center == "normalized" else t.float()
+
+    center1 = torch.stack([prepare(t[0]) for t in targets]).mean(0)
+    center2 = torch.stack([prepare(t[1]) for t in targets]).mean(0)
     c1, c2 = F.normalize(center1, dim=1), F.normalize(center2, dim=1)
     out = []
     for p1, p2 in preds:
@@ -117,8 +126,10 @@ def rate_block(
     amp: bool = False,
     cancel: threading.Event | None = None,
     on_path: Callable[[int, int], None] | None = None,
+    center: str = "normalized",
 ) -> dict[Path, float]:
     """Rate ``candidates`` of block ``k`` (each must run on the output of ``prefix``); see the module docstring.
+    ``center``: the population center from the normalised (default) or the raw target projections (public code).
     Leaves the networks in eval mode."""
     prefix = [as_path(p) for p in prefix]
     candidates = [as_path(p) for p in candidates]
@@ -161,7 +172,7 @@ def rate_block(
                     out = net.run_block(which, h, k, path, level)
                     if which == "online":
                         return net.online_prediction(out, k, end).float()
-                    return net.target_projection(out, k, end)
+                    return net.target_projection(out, k, end, normalize=center == "normalized")
 
             heads[which].recalibrate(head, bn_feats)
             halves = [head(v).chunk(2) for v in val_feats]
@@ -170,4 +181,4 @@ def rate_block(
         targets.append(outputs["target"])
         if on_path is not None:
             on_path(i + 1, len(candidates))
-    return dict(zip(candidates, path_losses(preds, targets), strict=True))
+    return dict(zip(candidates, path_losses(preds, targets, center), strict=True))

@@ -96,7 +96,7 @@ def train_and_rate(
         inputs = RatingData(data, opts, device, seed, k)
         ratings = rate_block(
             net, k, trainer.prefix, trainer.candidates, inputs, device=device, amp=opts.amp, cancel=cancel,
-            on_path=lambda i, n: reporter.progress(rating_phase, i, n),
+            on_path=lambda i, n: reporter.progress(rating_phase, i, n), center=opts.rating_center,
         )  # fmt: skip
     best = min(ratings.values())
     summary = {"rated": float(len(ratings)), "best_loss": best, "mean_loss": sum(ratings.values()) / len(ratings)}

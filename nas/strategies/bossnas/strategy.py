@@ -24,7 +24,7 @@ from nas.strategies.bossnas.bootstrap import (
     as_path,
     build_net,
     pack_state,
-    reference_prefix,
+    prefix_to_level,
     unpack_state,
 )
 from nas.strategies.bossnas.options import BossNASOptions
@@ -32,6 +32,7 @@ from nas.strategies.bossnas.rating import RatingData
 from nas.strategies.bossnas.run_block import train_and_rate
 from nas.strategies.bossnas.search import RatedSpace, arch_metrics, best_path, greedy_paths
 from nas.strategies.evolution import Evolution, arch_dict
+from nas.supernet import BlockwiseSupernet
 
 CHECKPOINT = "bossnas"
 SCORE = "bossnas_score"
@@ -49,6 +50,15 @@ def _encode_ratings(ratings: dict[int, dict[Path, float]]) -> dict[str, list[lis
 
 def _decode_ratings(data: dict[str, Any]) -> dict[int, dict[Path, float]]:
     return {int(k): {as_path(p): float(v) for p, v in r} for k, r in data.items()}
+
+
+def _paths_and_levels(sn: BlockwiseSupernet, start: int, arch: Architecture) -> list[tuple[int, Path, int]]:
+    """(block, path, the level of the input the block reads) along ``arch``."""
+    out, level = [], start
+    for k, p in enumerate(sn.paths_of(arch)):
+        out.append((k, as_path(p), level))
+        level = sn.path_end_level(k, p)
+    return out
 
 
 class BossNASStrategy(Strategy):
@@ -140,39 +150,40 @@ class BossNASStrategy(Strategy):
         path's rating + 4); lower is better.
 
         Ratings come from ``train_supernet``. A path it did not rate (the sequential mode rates block k only on the
-        output of the best paths before it) is rated here with every candidate of its block on the output of the
-        reference paths (where all candidates run), once per block.
+        output of the best paths before it; the independent mode on its reference input) is rated here with every
+        candidate of its block that runs on the level the architecture feeds it, on the output of prefix paths
+        ending there (the reference paths where they do), once per (block, level).
         """
         sn = supernet.online
-        needed: dict[int, set[Path]] = {}
+        needed: dict[tuple[int, int], set[Path]] = {}
         for arch in archs:
-            for k, p in enumerate(sn.paths_of(arch)):
-                if as_path(p) not in supernet.ratings.get(k, {}):
-                    needed.setdefault(k, set()).add(as_path(p))
-        for k in sorted(needed):
-            if not needed[k] <= supernet.fallback_ratings.get(k, {}).keys():
-                supernet.fallback_ratings[k] = self._rate_on_reference(ctx, supernet, k)
+            for k, p, level in _paths_and_levels(sn, supernet.start_level, arch):
+                if p not in supernet.ratings.get(k, {}):
+                    needed.setdefault((k, level), set()).add(p)
+        for key in sorted(needed):
+            if not needed[key] <= supernet.fallback_ratings.get(key, {}).keys():
+                supernet.fallback_ratings[key] = self._rate_on_level(ctx, supernet, *key)
 
-        def rating(k: int, p: Path) -> float:
+        def rating(k: int, p: Path, level: int) -> float:
             r = supernet.ratings.get(k, {})
-            return r[p] if p in r else supernet.fallback_ratings[k][p]
+            return r[p] if p in r else supernet.fallback_ratings[(k, level)][p]
 
-        return [float(sum(rating(k, as_path(p)) + LOSS_OFFSET for k, p in enumerate(sn.paths_of(a)))) for a in archs]
+        return [
+            float(sum(rating(k, p, lv) + LOSS_OFFSET for k, p, lv in _paths_and_levels(sn, supernet.start_level, a)))
+            for a in archs
+        ]
 
-    def _rate_on_reference(self, ctx: SearchContext, net: BossNASNet, k: int) -> dict[Path, float]:
+    def _rate_on_level(self, ctx: SearchContext, net: BossNASNet, k: int, level: int) -> dict[Path, float]:
         from nas.strategies.bossnas.rating import rate_block
 
         sn = net.online
-        prefix = reference_prefix(sn, k)
-        level = net.start_level
-        for j, p in enumerate(prefix):
-            level = sn.path_end_level(j, p)
+        prefix = prefix_to_level(sn, k, level)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(ctx.seed)
             inputs = RatingData(ctx.data, self.options, ctx.device, ctx.seed, k)
             return rate_block(
                 net, k, prefix, sn.block_paths(k, level), inputs, device=ctx.device, amp=self.options.amp,
-                cancel=ctx.cancel,
+                cancel=ctx.cancel, center=self.options.rating_center,
             )  # fmt: skip
 
     # --- search --------------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ repo`` and ``repo.NAME``.
 """
 
 from service.store.repo.errors import (
+    Ambiguous,
     Conflict,
     LeaseLost,
     NotFound,
@@ -15,9 +16,11 @@ from service.store.repo.errors import (
 from service.store.repo.results import (
     CANDIDATE_SORTS,
     COST_COLUMNS,
+    CandidateFilter,
     add_events,
     candidate_hash,
     get_artifact,
+    get_candidate,
     list_artifacts,
     list_candidates,
     list_events,
@@ -36,11 +39,14 @@ from service.store.repo.scheduling import (
     status_counts,
 )
 from service.store.repo.searches import (
+    SEARCH_ID_MIN_PREFIX,
     SEARCH_SORTS,
     Page,
     count_queued,
     create_search,
     get_search,
+    get_search_by_ref,
+    list_search_summaries,
     list_searches,
     new_search_id,
     request_cancel,
@@ -49,6 +55,7 @@ from service.store.repo.searches import (
 )
 from service.store.repo.users import (
     TOKEN_PREFIX,
+    TOKEN_USE_EVERY,
     authenticate,
     create_token,
     create_user,
@@ -64,14 +71,19 @@ from service.store.repo.users import (
     record_token_use,
     revoke_token,
     revoke_tokens,
+    token_user,
     write_secret,
 )
 
 __all__ = [
     "CANDIDATE_SORTS",
     "COST_COLUMNS",
+    "SEARCH_ID_MIN_PREFIX",
     "SEARCH_SORTS",
     "TOKEN_PREFIX",
+    "TOKEN_USE_EVERY",
+    "Ambiguous",
+    "CandidateFilter",
     "Claim",
     "Conflict",
     "LeaseLost",
@@ -94,7 +106,9 @@ __all__ = [
     "find_token",
     "finish",
     "get_artifact",
+    "get_candidate",
     "get_search",
+    "get_search_by_ref",
     "get_user",
     "hash_token",
     "heartbeat",
@@ -102,6 +116,7 @@ __all__ = [
     "list_artifacts",
     "list_candidates",
     "list_events",
+    "list_search_summaries",
     "list_searches",
     "list_tokens",
     "list_users",
@@ -116,6 +131,7 @@ __all__ = [
     "revoke_tokens",
     "running_searches",
     "status_counts",
+    "token_user",
     "upsert_candidates",
     "visible",
     "write_secret",

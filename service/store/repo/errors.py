@@ -21,6 +21,12 @@ class NotFound(StoreError):
     status = 404
 
 
+class Ambiguous(StoreError):
+    """An id prefix that names more than one thing; the message lists them."""
+
+    status = 409
+
+
 class QuotaExceeded(StoreError):
     """The owner already has as many queued searches as allowed; one can be submitted once some of them start."""
 

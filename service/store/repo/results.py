@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +15,10 @@ from sqlalchemy.orm import Session
 from nas.arch import Architecture
 from nas.events import Event
 from service.store.models import Artifact, CandidateRow, SearchEvent, utcnow
-from service.store.repo.errors import NotFound
-from service.store.repo.searches import Page
+from service.store.repo.errors import Ambiguous, NotFound
+from service.store.repo.searches import AMBIGUOUS_LISTED, HEX, Page
+
+MIN_HASH_PREFIX = 6
 
 CANDIDATE_SORTS = ("accuracy", "params", "macs", "latency_ms", "created_at")
 
@@ -38,8 +41,21 @@ def add_events(s: Session, search_id: str, attempt: int, events: Sequence[Event]
     )
 
 
-def list_events(s: Session, search_id: str, *, after_id: int = 0, limit: int = 500) -> list[SearchEvent]:
+def list_events(
+    s: Session,
+    search_id: str,
+    *,
+    after_id: int = 0,
+    limit: int = 500,
+    types: Sequence[str] = (),
+    phases: Sequence[str] = (),
+) -> list[SearchEvent]:
+    """Events after ``after_id`` in order; ``types``/``phases`` (when given) keep only events of those types/phases."""
     q = select(SearchEvent).where(SearchEvent.search_id == search_id, SearchEvent.id > after_id)
+    if types:
+        q = q.where(SearchEvent.type.in_(list(types)))
+    if phases:
+        q = q.where(SearchEvent.phase.in_(list(phases)))
     return list(s.scalars(q.order_by(SearchEvent.id).limit(limit)))
 
 
@@ -90,6 +106,20 @@ def upsert_candidates(s: Session, search_id: str, candidates: Sequence[dict[str,
     s.execute(stmt, rows)
 
 
+@dataclass(frozen=True)
+class CandidateFilter:
+    """Which candidates a listing keeps (None: no bound). Bounds are inclusive; a candidate without the bounded
+    metric is left out."""
+
+    min_accuracy: float | None = None
+    max_params: float | None = None
+    max_macs: float | None = None
+    max_latency_ms: float | None = None
+    feasible: bool | None = None
+    phase: str | None = None
+    arch_hash: str | None = None  # a prefix of the architecture hash
+
+
 def list_candidates(
     s: Session,
     search_id: str,
@@ -99,15 +129,53 @@ def list_candidates(
     pareto_only: bool = False,
     limit: int = 50,
     offset: int = 0,
+    where: CandidateFilter | None = None,
 ) -> Page:
     q = select(CandidateRow).where(CandidateRow.search_id == search_id)
     if pareto_only:
         q = q.where(CandidateRow.pareto.is_(True))
+    f = where or CandidateFilter()
+    if f.min_accuracy is not None:
+        q = q.where(CandidateRow.accuracy >= f.min_accuracy)
+    if f.max_params is not None:
+        q = q.where(CandidateRow.params <= f.max_params)
+    if f.max_macs is not None:
+        q = q.where(CandidateRow.macs <= f.max_macs)
+    if f.max_latency_ms is not None:
+        q = q.where(CandidateRow.latency_ms <= f.max_latency_ms)
+    if f.feasible is not None:
+        q = q.where(CandidateRow.feasible.is_(f.feasible))
+    if f.phase is not None:
+        q = q.where(CandidateRow.phase == f.phase)
+    if f.arch_hash:
+        q = q.where(CandidateRow.arch_hash.startswith(f.arch_hash, autoescape=True))
     total = int(s.scalar(select(func.count()).select_from(q.subquery())) or 0)
     column = getattr(CandidateRow, sort)
     order = column.desc() if descending else column.asc()
     rows = list(s.scalars(q.order_by(order.nulls_last(), CandidateRow.id.asc()).limit(limit).offset(offset)))
     return Page(rows, total, limit, offset)
+
+
+def get_candidate(s: Session, search_id: str, ref: str) -> CandidateRow:
+    """A candidate of the search by its architecture hash, or a unique prefix of it (at least 6 characters; hex
+    prefixes in any case); NotFound, or Ambiguous naming the matches."""
+    key = ref.strip()
+    row = s.scalar(select(CandidateRow).where(CandidateRow.search_id == search_id, CandidateRow.arch_hash == key))
+    if row is not None:
+        return row
+    prefix = key.lower() if set(key.lower()) <= HEX else key
+    if len(prefix) >= MIN_HASH_PREFIX:
+        q = select(CandidateRow).where(
+            CandidateRow.search_id == search_id, CandidateRow.arch_hash.startswith(prefix, autoescape=True)
+        )
+        rows = list(s.scalars(q.order_by(CandidateRow.arch_hash).limit(AMBIGUOUS_LISTED + 1)))
+        if len(rows) == 1:
+            return rows[0]
+        if rows:
+            listed = ", ".join(r.arch_hash for r in rows[:AMBIGUOUS_LISTED])
+            more = " and more" if len(rows) > AMBIGUOUS_LISTED else ""
+            raise Ambiguous(f"candidate prefix {ref!r} is ambiguous: it matches {listed}{more}", field="arch_hash")
+    raise NotFound(f"no candidate {ref!r} in search {search_id}", field="arch_hash")
 
 
 def register_artifacts(s: Session, search_id: str, root: Path, files: Iterable[Path], kind: str) -> list[Artifact]:

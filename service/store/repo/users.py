@@ -9,12 +9,12 @@ import os
 import secrets
 from pathlib import Path
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import Connection, bindparam, func, or_, select, update
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, make_transient_to_detached
 
 from service.store.db import Database
-from service.store.models import ACTIVE, ApiToken, Search, User, utcnow
+from service.store.models import ACTIVE, ApiToken, Search, User, UTCDateTime, utcnow
 from service.store.repo.errors import Conflict, NotFound
 from service.store.repo.searches import request_cancel
 
@@ -70,20 +70,47 @@ def issue_token(
     return row, token
 
 
+TOKEN_USE_EVERY = dt.timedelta(minutes=5)  # how coarsely a token's last use is recorded
+
+
 def authenticate(s: Session, token: str) -> User | None:
     """The user of an active token, or None: a revoked or expired token, or one of a disabled user, is refused.
     Reads only: see record_token_use."""
-    row = s.scalar(
-        select(ApiToken)
-        .join(User, User.id == ApiToken.user_id)
-        .where(
-            ApiToken.token_hash == hash_token(token),
-            ApiToken.revoked_at.is_(None),
-            or_(ApiToken.expires_at.is_(None), ApiToken.expires_at > utcnow()),
-            User.disabled_at.is_(None),
-        )
+    found = token_user(s, token)
+    return None if found is None else found[0]
+
+
+def token_user(s: Session | Connection, token: str) -> tuple[User, dt.datetime | None] | None:
+    """Like :func:`authenticate`, with the token's recorded last use: the API records a use only when that is older
+    than TOKEN_USE_EVERY, so most requests write nothing. One Core query built once; the user comes back detached
+    (as after any closed session), so ``s`` may be a plain Connection, cheaper than a Session for this read."""
+    conn = s.connection() if isinstance(s, Session) else s
+    row = conn.execute(_TOKEN_USER, {"token_hash": hash_token(token), "now": utcnow()}).first()
+    if row is None:
+        return None
+    user = User(id=row.id, name=row.name, is_admin=row.is_admin, created_at=row.created_at, disabled_at=row.disabled_at)
+    make_transient_to_detached(user)
+    return user, row.last_used_at
+
+
+_USERS, _TOKENS = User.__table__, ApiToken.__table__
+_TOKEN_USER = (
+    select(
+        _USERS.c.id,
+        _USERS.c.name,
+        _USERS.c.is_admin,
+        _USERS.c.created_at,
+        _USERS.c.disabled_at,
+        _TOKENS.c.last_used_at,
     )
-    return None if row is None else row.user
+    .select_from(_USERS.join(_TOKENS, _USERS.c.id == _TOKENS.c.user_id))
+    .where(
+        _TOKENS.c.token_hash == bindparam("token_hash"),
+        _TOKENS.c.revoked_at.is_(None),
+        or_(_TOKENS.c.expires_at.is_(None), _TOKENS.c.expires_at > bindparam("now", type_=UTCDateTime())),
+        _USERS.c.disabled_at.is_(None),
+    )
+)
 
 
 def list_tokens(s: Session, user: User) -> list[ApiToken]:
@@ -143,7 +170,7 @@ def enable_user(s: Session, user: User) -> User:
     return user
 
 
-def record_token_use(db: Database, token: str, every: dt.timedelta = dt.timedelta(minutes=5)) -> None:
+def record_token_use(db: Database, token: str, every: dt.timedelta = TOKEN_USE_EVERY) -> None:
     """Record (coarsely: at most every ``every``) that a token was used, in a short transaction of its own.
 
     Called after the request's own session is closed, so it never holds a second connection or a row lock for the
