@@ -50,9 +50,7 @@ class ResultOut(Model):
     final: list[FinalOut] = Field(default_factory=list)
 
 
-class _SearchHead(Model):
-    """The columns every view of a search starts with."""
-
+class SearchOut(Model):
     id: str
     name: str
     owner: str
@@ -61,13 +59,6 @@ class _SearchHead(Model):
     attempts: int
     max_attempts: int
     cancel_requested: bool
-
-    @property
-    def done(self) -> bool:
-        return self.status in FINAL_STATUSES
-
-
-class SearchOut(_SearchHead):
     resources: dict[str, float]
     progress: Progress | None = None
     error: str | None = None
@@ -78,10 +69,22 @@ class SearchOut(_SearchHead):
     finished_at: dt.datetime | None = None
     updated_at: dt.datetime
 
+    @property
+    def done(self) -> bool:
+        return self.status in FINAL_STATUSES
 
-class SearchSummary(_SearchHead):
+
+class SearchSummary(Model):
     """A search as lists show it (``GET /api/v1/searches``): no spec and no result, but what a table needs."""
 
+    id: str
+    name: str
+    owner: str
+    status: SearchStatus
+    priority: int
+    attempts: int
+    max_attempts: int
+    cancel_requested: bool
     progress: Progress | None = None
     error: str | None = Field(None, description="the first line of the error (at most 200 characters)")
     space: str | None = Field(None, description="spec.space.name")
@@ -93,6 +96,10 @@ class SearchSummary(_SearchHead):
     started_at: dt.datetime | None = None
     finished_at: dt.datetime | None = None
     updated_at: dt.datetime
+
+    @property
+    def done(self) -> bool:
+        return self.status in FINAL_STATUSES
 
 
 class Page(Model, Generic[T]):

@@ -9,7 +9,7 @@ import torch
 
 from nas.data.base import DataSplits, Split
 from nas.data.imaging import channel_stats
-from nas.data.splitting import TEST_FRACTION, limit_indices, three_way
+from nas.data.splitting import limit_indices
 from nas.errors import InvalidInput
 
 log = logging.getLogger(__name__)
@@ -51,21 +51,3 @@ def make_splits(
     )
     log.info("dataset %s: %s", name, data.sizes())
     return data
-
-
-def generated_splits(
-    name: str, full: Split, class_names: list[str], *, val_fraction: float, limit: int | None, seed: int
-) -> DataSplits:
-    """DataSplits of a generated dataset: ``TEST_FRACTION`` test, then ``val_fraction`` of the rest, both stratified
-    and chosen with ``seed``."""
-    train, val, test = three_way(full.y.numpy(), test_fraction=TEST_FRACTION, val_fraction=val_fraction, seed=seed)
-    return make_splits(
-        name,
-        train=index_split(full, train),
-        val=index_split(full, val),
-        test=index_split(full, test),
-        num_classes=len(class_names),
-        class_names=class_names,
-        limit=limit,
-        seed=seed,
-    )

@@ -24,9 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from nas.data.assemble import generated_splits
+from nas.data.assemble import index_split, make_splits
 from nas.data.augment import crop_pad
 from nas.data.base import DataSplits, Split
+from nas.data.splitting import TEST_FRACTION, three_way
 from nas.spec import DatasetSpec
 
 CLASSES = ("disconnected", "connected")
@@ -247,7 +248,18 @@ def generate(num_samples: int, size: int, seed: int, difficulty: Difficulty | No
 
 
 def load_pathfinder_dataset(spec: DatasetSpec) -> DataSplits:
-    full = generate(spec.num_samples, spec.image_size or DEFAULT_SIZE, spec.seed)
-    return generated_splits(
-        "pathfinder", full, list(CLASSES), val_fraction=spec.val_fraction, limit=spec.limit, seed=spec.seed
+    size = spec.image_size or DEFAULT_SIZE
+    full = generate(spec.num_samples, size, spec.seed)
+    train, val, test = three_way(
+        full.y.numpy(), test_fraction=TEST_FRACTION, val_fraction=spec.val_fraction, seed=spec.seed
+    )
+    return make_splits(
+        "pathfinder",
+        train=index_split(full, train),
+        val=index_split(full, val),
+        test=index_split(full, test),
+        num_classes=len(CLASSES),
+        class_names=list(CLASSES),
+        limit=spec.limit,
+        seed=spec.seed,
     )

@@ -16,8 +16,9 @@ import math
 import torch
 from torch import Tensor
 
-from nas.data.assemble import generated_splits
+from nas.data.assemble import index_split, make_splits
 from nas.data.base import DataSplits, Split
+from nas.data.splitting import TEST_FRACTION, three_way
 from nas.spec import DatasetSpec
 
 KINDS = ("circle", "square", "triangle", "cross", "ring", "diamond")
@@ -141,7 +142,18 @@ def generate(num_samples: int, size: int, seed: int) -> Split:
 
 
 def load_shapes_dataset(spec: DatasetSpec) -> DataSplits:
-    full = generate(spec.num_samples, spec.image_size or DEFAULT_SIZE, spec.seed)
-    return generated_splits(
-        "shapes", full, list(KINDS), val_fraction=spec.val_fraction, limit=spec.limit, seed=spec.seed
+    size = spec.image_size or DEFAULT_SIZE
+    full = generate(spec.num_samples, size, spec.seed)
+    train, val, test = three_way(
+        full.y.numpy(), test_fraction=TEST_FRACTION, val_fraction=spec.val_fraction, seed=spec.seed
+    )
+    return make_splits(
+        "shapes",
+        train=index_split(full, train),
+        val=index_split(full, val),
+        test=index_split(full, test),
+        num_classes=len(KINDS),
+        class_names=list(KINDS),
+        limit=spec.limit,
+        seed=spec.seed,
     )

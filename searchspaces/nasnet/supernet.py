@@ -243,6 +243,7 @@ class NASNetSupernet(Supernet):
         self.macro = macro
         op_names = space.op_names
         settings = space.options.supernet
+        self.head_norm = settings.head_norm
         self.net = CellNetwork(
             macro.model_dump(),
             lambda spec: SuperCell(spec, op_names),
